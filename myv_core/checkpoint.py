@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .config import is_temporal_key, submodule_of, temporal_transformer_prefixes
+from .config import UNetConfig, derive_config, is_temporal_key, submodule_of, temporal_transformer_prefixes
 
 UNET_PREFIX = "model.diffusion_model."
 PART_PREFIXES = {
@@ -120,8 +120,10 @@ def unwrap_state_dict(obj, path="checkpoint"):
 class CheckpointParts:
     """A Make-Your-Video checkpoint taken apart. Keys carry no part prefix.
 
-    unet: spatial SD2 UNet in ComfyUI's layout; temporal: official temporal keys.
+    unet: spatial SD2 UNet in ComfyUI's layout; temporal: official temporal keys; config: the
+    architecture derived from the official-layout UNet.
     """
+    config: UNetConfig = None
     unet: dict = field(default_factory=dict)
     temporal: dict = field(default_factory=dict)
     vae: dict = field(default_factory=dict)
@@ -222,6 +224,7 @@ def split_checkpoint(sd, name="checkpoint"):
 
     parts.unet, parts.temporal = split_unet(unet_sd)
     check_full_model(parts, name)
+    parts.config = derive_config(unet_sd)
     return parts
 
 

@@ -1,4 +1,21 @@
 """ComfyUI glue: thin nodes that adapt ComfyUI types to myv_core calls."""
 
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+from .depth import MYVApplyDepth
+from .loaders import MYVCheckpointLoader, MYVTemporalModuleLoader
+from .sampling import MYVSelectFrames, MYVVideoKSampler
+
+NODE_CLASS_MAPPINGS = {
+    "MYVCheckpointLoader": MYVCheckpointLoader,
+    "MYVTemporalModuleLoader": MYVTemporalModuleLoader,
+    "MYVApplyDepth": MYVApplyDepth,
+    "MYVVideoKSampler": MYVVideoKSampler,
+    "MYVSelectFrames": MYVSelectFrames,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MYVCheckpointLoader": "MYV Checkpoint Loader",
+    "MYVTemporalModuleLoader": "MYV Temporal Module Loader",
+    "MYVApplyDepth": "MYV Apply Depth",
+    "MYVVideoKSampler": "MYV Video KSampler",
+    "MYVSelectFrames": "MYV Select Frames",
+}

@@ -1,0 +1,151 @@
+"""MYVCheckpointLoader and MYVTemporalModuleLoader, and the pack's model folders."""
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import comfy.utils
+import folder_paths
+
+from ..myv_core.checkpoint import UNET_PREFIX, CheckpointError, load_checkpoint, load_temporal_layers
+from .patching import attach_temporal
+
+MODEL_FOLDER = "makeyourvideo"
+WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def register_model_folder(name, extensions):
+    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    # add_model_folder_path registers an empty extension set, which would list every file.
+    folder_paths.folder_names_and_paths[name][1].update(extensions)
+
+
+register_model_folder(MODEL_FOLDER, folder_paths.supported_pt_extensions)
+
+
+def model_files():
+    """Files of the makeyourvideo folder first, then the checkpoints folder."""
+    own = folder_paths.get_filename_list(MODEL_FOLDER)
+    return own + [f for f in folder_paths.get_filename_list("checkpoints") if f not in own]
+
+
+def model_path(name):
+    for folder in (MODEL_FOLDER, "checkpoints"):
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None:
+            return path
+    raise ValueError(f"ckpt_name: '{name}' was not found in models/{MODEL_FOLDER}/ or models/checkpoints/; "
+                     "put the file there and refresh the browser.")
+
+
+def sd2_unet_config(config):
+    """ComfyUI's UNetModel arguments for the spatial part of a Make-Your-Video UNetConfig."""
+    levels = range(len(config.channel_mult))
+    depth = [config.transformer_depth if level in config.attention_levels else 0 for level in levels]
+    return {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": None,
+        "in_channels": config.in_channels,
+        "out_channels": config.out_channels,
+        "model_channels": config.model_channels,
+        "num_res_blocks": [config.num_res_blocks] * len(depth),
+        "transformer_depth": [d for d in depth for _ in range(config.num_res_blocks)],
+        "transformer_depth_output": [d for d in depth for _ in range(config.num_res_blocks + 1)],
+        "channel_mult": list(config.channel_mult),
+        "transformer_depth_middle": config.transformer_depth if config.middle_attention else -1,
+        "use_linear_in_transformer": config.use_linear,
+        "context_dim": config.context_dim,
+        "use_temporal_resblock": False,
+        "use_temporal_attention": False,
+    }
+
+
+def build_spatial_model(parts, weight_dtype):
+    """The SD2 UNet as a ComfyUI ModelPatcher, configured from the weights, not from detection."""
+    config = parts.config
+    model_config = comfy.supported_models.SD20(sd2_unet_config(config))
+    model_config.unet_config["num_head_channels"] = config.head_dim  # SD20 forces 64
+    parameters = sum(v.numel() for v in parts.unet.values()) + sum(v.numel() for v in parts.temporal.values())
+    load_device = comfy.model_management.get_torch_device()
+    dtype = weight_dtype or comfy.model_management.unet_dtype(
+        model_params=parameters, supported_dtypes=model_config.supported_inference_dtypes)
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model({}, device=comfy.model_management.unet_inital_load_device(parameters, dtype))
+    missing, unexpected = model.diffusion_model.load_state_dict(parts.unet, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"the UNet weights do not match the SD2 layout derived from them: missing "
+                              f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()), model_config
+
+
+def build_clip(parts, model_config, name):
+    if not parts.text_encoder:
+        logging.warning("Make-Your-Video: %s has no text encoder; CLIP output is None (load an SD2 "
+                        "OpenCLIP-H text encoder separately).", name)
+        return None
+    sd = model_config.process_clip_state_dict({"cond_stage_model." + k: v for k, v in parts.text_encoder.items()})
+    clip = comfy.sd.CLIP(model_config.clip_target(state_dict=sd),
+                         embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                         tokenizer_data=sd, parameters=comfy.utils.calculate_parameters(sd))
+    missing, _ = clip.load_sd(sd, full_model=True)
+    missing = [k for k in missing if ".logit_scale" not in k and "text_projection" not in k]
+    if missing:
+        logging.warning("Make-Your-Video: text encoder missing keys %s", missing[:10])
+    return clip
+
+
+def build_vae(parts, model_config, name):
+    if not parts.vae:
+        logging.warning("Make-Your-Video: %s has no VAE; VAE output is None (load an SD VAE separately).", name)
+        return None
+    return comfy.sd.VAE(sd=model_config.process_vae_state_dict(dict(parts.vae)))
+
+
+class MYVCheckpointLoader:
+    """Loads a Make-Your-Video checkpoint: SD2 UNet + temporal layers, OpenCLIP-H text encoder, VAE."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (model_files(), {"tooltip": f"model.ckpt (or .safetensors) in models/{MODEL_FOLDER}/ or models/checkpoints/"}),
+            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto"}),
+        }}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "MakeYourVideo"
+    DESCRIPTION = "Loads the Make-Your-Video depth-guided video model. CLIP or VAE is None when the file has none."
+
+    def load(self, ckpt_name, weight_dtype):
+        parts = load_checkpoint(model_path(ckpt_name))
+        base, model_config = build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype])
+        model = attach_temporal(base, parts.temporal)
+        return model, build_clip(parts, model_config, ckpt_name), build_vae(parts, model_config, ckpt_name)
+
+
+class MYVTemporalModuleLoader:
+    """Adds Make-Your-Video temporal layers to a 5-channel SD2 MODEL (e.g. the converter's spatial file)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "temporal_name": (model_files(), {"tooltip": "*_temporal.safetensors from the converter, or a full Make-Your-Video checkpoint"}),
+        }}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "MakeYourVideo"
+
+    def load(self, model, temporal_name):
+        return (attach_temporal(model, load_temporal_layers(model_path(temporal_name))),)

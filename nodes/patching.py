@@ -1,0 +1,181 @@
+"""The only place that touches ComfyUI's model internals.
+
+A Make-Your-Video MODEL is a clone of an SD2 ModelPatcher with:
+- the temporal layers in their own ModelPatcher (set_additional_models), so ComfyUI's VRAM manager
+  loads, offloads and accounts for them like any model;
+- a PatcherInjection that inserts them into the UNet's TimestepEmbedSequential blocks when the
+  model is loaded and removes them afterwards (ON_CLEANUP), so the shared base UNet is left as it was;
+- a forward_timestep_embed patch that reshapes the frames-as-batch activations to
+  (batch, channels, frames, h, w) for them;
+- an APPLY_MODEL wrapper that tells the temporal layers how many frames a UNet call holds (from the
+  batch and ComfyUI's cond/uncond chunks, or the current context window) and supplies the depth
+  channel for exactly those frames;
+- the inpaint concat path switched off (object patch `concat_keys = ()`).
+No global state: everything a call needs travels in transformer_options or in the clone.
+"""
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+from comfy.patcher_extension import CallbacksMP, PatcherInjection, WrappersMP
+
+from ..myv_core.config import temporal_sites
+from ..myv_core.depth import depth_to_latent
+from ..myv_core.temporal import TemporalConvBlock, TemporalLayers, TemporalTransformer
+
+KEY = "makeyourvideo"
+TEMPORAL_TYPES = (TemporalConvBlock, TemporalTransformer)
+HOST_TYPES = {"conv": ResBlock, "transformer": SpatialTransformer}
+
+
+def unet_of(model):
+    return model.model.diffusion_model
+
+
+def host_block(unet, site):
+    blocks = getattr(unet, site.block)
+    return blocks if site.index is None else blocks[site.index]
+
+
+def check_fits(model, sites):
+    """Raise a ValueError naming the first place where the temporal layers do not fit the UNet."""
+    unet = unet_of(model)
+    in_channels = unet.input_blocks[0][0].weight.shape[1]
+    if in_channels != 5:
+        raise ValueError(
+            f"model: this UNet takes {in_channels} input channels, Make-Your-Video needs 5 (4 latent + "
+            "depth). Load the Make-Your-Video checkpoint with 'MYV Checkpoint Loader', or its converted "
+            "*_spatial.safetensors with the core 'Load Checkpoint'.")
+    for site in sites:
+        where = f"{site.block}" + (f".{site.index}" if site.index is not None else "") + f".{site.after}"
+        try:
+            host = host_block(unet, site)[site.after]
+        except (IndexError, AttributeError):
+            host = None
+        expected = HOST_TYPES[site.kind]
+        channels = getattr(host, "out_channels", getattr(host, "in_channels", None))
+        if not isinstance(host, expected) or channels != site.channels:
+            raise ValueError(
+                f"temporal layers do not fit this model: {site.prefix} expects a {expected.__name__} with "
+                f"{site.channels} channels at {where}, found {type(host).__name__}"
+                f"{'' if channels is None else f' with {channels} channels'}. Use the SD2 UNet that "
+                "belongs to these temporal layers.")
+
+
+def temporal_patcher(temporal_sd, model):
+    """A ModelPatcher holding the temporal layers, in the base model's weight and compute dtypes."""
+    base = model.model
+    dtype = base.get_dtype()
+    operations = comfy.ops.pick_operations(dtype, base.manual_cast_dtype)
+    offload = comfy.model_management.unet_offload_device()
+    layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
+    layers.load_state_dict(temporal_sd, strict=True)
+    return comfy.model_patcher.ModelPatcher(layers, load_device=model.load_device, offload_device=offload)
+
+
+def _temporal_layers(patcher):
+    return patcher.get_additional_models_with_key(KEY)[0].model
+
+
+def _inject(patcher):
+    unet = unet_of(patcher)
+    placed = sorted(_temporal_layers(patcher).placed(), key=lambda sm: -sm[0].after)
+    for site, layer in placed:
+        block = host_block(unet, site)
+        if not any(m is layer for m in block):
+            block.insert(site.after + 1, layer)
+
+
+def _eject(patcher):
+    for block in (*unet_of(patcher).input_blocks, unet_of(patcher).middle_block, *unet_of(patcher).output_blocks):
+        for i in reversed(range(len(block))):
+            if isinstance(block[i], TEMPORAL_TYPES):
+                del block[i]
+
+
+def _run_temporal(layer, x, emb, context, transformer_options, *args):
+    """forward_timestep_embed patch: (batch*frames, c, h, w) -> layer on (batch, c, frames, h, w)."""
+    frames = transformer_options[KEY]["frames"]
+    bt, c, h, w = x.shape
+    video = x.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
+    return layer(video).transpose(1, 2).reshape(bt, c, h, w)
+
+
+class VideoCall:
+    """APPLY_MODEL wrapper: frame count and frame indices of this UNet call, and its depth channel.
+
+    Frames travel as the batch of a 4D latent; ComfyUI stacks the cond/uncond chunks on the batch
+    axis, so a call holds len(cond_or_uncond) copies of its frames. Under context windows the call
+    holds the window's frames, listed in transformer_options["context_window"].index_list.
+    """
+
+    def __init__(self, depth=None, normalize="per_frame"):
+        self.depth = depth  # (frames, 1, H, W) float32, full clip, or None
+        self.normalize = normalize
+
+    def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        chunks = len(transformer_options.get("cond_or_uncond", (0,)))
+        frames = x.shape[0] // chunks
+        window = transformer_options.get("context_window")
+        index = list(window.index_list) if window is not None else list(range(frames))
+        options = dict(transformer_options)
+        options[KEY] = {"frames": frames, "index": index}
+        if self.depth is not None:
+            c_concat = self.depth_for(index, x, window is not None).repeat(chunks, 1, 1, 1)
+        elif c_concat is None:
+            raise ValueError("this Make-Your-Video model has no depth: connect a depth video with "
+                             "'MYV Apply Depth' (or use 'MYV Video KSampler') before sampling.")
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+
+    def depth_for(self, index, x, windowed):
+        total = self.depth.shape[0]
+        if (max(index) >= total) if windowed else (len(index) != total):
+            latent = f"at least {max(index) + 1}" if windowed else str(len(index))
+            raise ValueError(f"depth has {total} frames but the latent has {latent}: give one depth "
+                             "map per latent frame (e.g. the same frame selection for both).")
+        # Normalise over the whole clip first, so per-clip statistics ignore windowing.
+        latent = depth_to_latent(self.depth.to(x.device), x.shape[-2], x.shape[-1], self.normalize)
+        return latent[index].to(device=x.device, dtype=x.dtype)
+
+
+def _eject_after_sampling(patcher):
+    patcher.eject_model()
+
+
+def attach_temporal(model, temporal_sd):
+    """A clone of `model` that runs as the Make-Your-Video 3D UNet; `model` itself is not touched."""
+    sites = temporal_sites(temporal_sd)
+    check_fits(model, sites)
+    m = model.clone()
+    m.add_object_patch("concat_keys", ())
+    m.set_additional_models(KEY, [temporal_patcher(temporal_sd, model)])
+    m.set_injections(KEY, [PatcherInjection(inject=_inject, eject=_eject)])
+    for layer_type in TEMPORAL_TYPES:
+        m.set_model_forward_timestep_embed_patch((layer_type, _run_temporal))
+    m.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, KEY)
+    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall())
+    m.remove_callbacks_with_key(CallbacksMP.ON_CLEANUP, KEY)
+    m.add_callback_with_key(CallbacksMP.ON_CLEANUP, KEY, _eject_after_sampling)
+    logging.info("Make-Your-Video: %d temporal layers attached", len(sites))
+    return m
+
+
+def is_video_model(model):
+    return bool(model.get_additional_models_with_key(KEY))
+
+
+def with_depth(model, depth, normalize):
+    """A clone of a Make-Your-Video MODEL whose every UNet call gets this depth video as channel 5."""
+    if not is_video_model(model):
+        raise ValueError("model: not a Make-Your-Video model; load it with 'MYV Checkpoint Loader' or "
+                         "add temporal layers with 'MYV Temporal Module Loader' first.")
+    m = model.clone()
+    m.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, KEY)
+    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall(depth, normalize))
+    return m

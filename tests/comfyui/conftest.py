@@ -1,0 +1,37 @@
+"""In-process ComfyUI for the ComfyUI tier: CPU mode, the pack imported the way ComfyUI does it."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import COMFYUI, ROOT
+
+# ComfyUI's own top-level modules (nodes.py, folder_paths.py, ...) must win over this repository's
+# nodes/ package, exactly as in a real ComfyUI process.
+sys.path.insert(0, str(COMFYUI))
+from comfy.cli_args import args  # noqa: E402
+
+args.cpu = True
+PACK_NAME = "comfyui_makeyourvideo"
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """This repository loaded as a custom-node package (relative imports, like ComfyUI's loader)."""
+    import nodes  # noqa: F401  ComfyUI's nodes.py, imported first as in main.py
+    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def model_dir(tmp_path, pack):
+    """A temporary folder registered as the pack's 'makeyourvideo' model folder."""
+    import folder_paths
+    folder_paths.add_model_folder_path("makeyourvideo", str(tmp_path), is_default=True)
+    yield tmp_path
+    folder_paths.folder_names_and_paths["makeyourvideo"][0].remove(str(tmp_path))
