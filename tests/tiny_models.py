@@ -28,3 +28,33 @@ def tiny_full_checkpoint(fixtures_dir, depth=True, seed=0):
     if depth:
         sd["depth_stage_model.model.pretrained.model.cls_token"] = torch.randn(1, 1, 8, generator=g)
     return sd
+
+
+def tiny_server_checkpoint(fixtures_dir, vae=None, context_dim=1024, seed=0, std=0.02):
+    """A whole tiny Make-Your-Video checkpoint that a real ComfyUI server can run end to end.
+
+    The tiny UNet with the cross-attention of every SPATIAL transformer (sub-module 1 of a block,
+    e.g. input_blocks.1.1, middle_block.1, output_blocks.3.1) widened to `context_dim`, so a fixed
+    [1, 2, 1024] conditioning such as core LotusConditioning fits: to_k / to_v [C, 64] become random
+    [C, context_dim]. Temporal transformers (sub-module 2, with relative-position tables) keep their
+    [C, C] self-attention-only to_k / to_v. `vae` (a state dict without prefix, e.g. TAESD weights)
+    goes under "first_stage_model.". Float32, keys in the official layout.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sd = tiny_unet(fixtures_dir)
+    widened = 0
+    for key in list(sd):
+        if not key.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")):
+            continue
+        block_path = key[len(UNET_PREFIX):].split(".")
+        sub = block_path[1] if block_path[0] == "middle_block" else block_path[2]
+        if sub != "1":
+            continue  # a temporal transformer (or anything else that is not the spatial one)
+        channels = sd[key].shape[0]
+        sd[key] = torch.randn(channels, context_dim, generator=g) * std
+        widened += 1
+    if not widened:
+        raise ValueError("tiny UNet has no spatial cross-attention to widen")
+    if vae:
+        sd.update({"first_stage_model." + k: v.float().contiguous() for k, v in vae.items()})
+    return sd
