@@ -2,6 +2,7 @@
 
 from .depth import MYVApplyDepth
 from .loaders import MYVCheckpointLoader, MYVTemporalModuleLoader
+from .long_video import MYVLongVideoSampler
 from .sampling import MYVSelectFrames, MYVVideoKSampler
 
 NODE_CLASS_MAPPINGS = {
@@ -10,6 +11,7 @@ NODE_CLASS_MAPPINGS = {
     "MYVApplyDepth": MYVApplyDepth,
     "MYVVideoKSampler": MYVVideoKSampler,
     "MYVSelectFrames": MYVSelectFrames,
+    "MYVLongVideoSampler": MYVLongVideoSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -18,4 +20,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MYVApplyDepth": "MYV Apply Depth",
     "MYVVideoKSampler": "MYV Video KSampler",
     "MYVSelectFrames": "MYV Select Frames",
+    "MYVLongVideoSampler": "MYV Long Video Sampler",
 }

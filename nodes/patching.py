@@ -8,8 +8,8 @@ A Make-Your-Video MODEL is a clone of an SD2 ModelPatcher with:
 - a forward_timestep_embed patch that reshapes the frames-as-batch activations to
   (batch, channels, frames, h, w) for them;
 - an APPLY_MODEL wrapper that tells the temporal layers how many frames a UNet call holds (from the
-  batch and ComfyUI's cond/uncond chunks, or the current context window) and supplies the depth
-  channel for exactly those frames;
+  batch and ComfyUI's cond/uncond chunks) and supplies the depth channel for exactly those frames
+  (the whole clip, a core context window, or a long-video window);
 - the inpaint concat path switched off (object patch `concat_keys = ()`).
 No global state: everything a call needs travels in transformer_options or in the clone.
 """
@@ -93,7 +93,8 @@ def _inject(patcher):
 
 
 def _eject(patcher):
-    for block in (*unet_of(patcher).input_blocks, unet_of(patcher).middle_block, *unet_of(patcher).output_blocks):
+    unet = unet_of(patcher)
+    for block in (*unet.input_blocks, unet.middle_block, *unet.output_blocks):
         for i in reversed(range(len(block))):
             if isinstance(block[i], TEMPORAL_TYPES):
                 del block[i]
@@ -108,40 +109,45 @@ def _run_temporal(layer, x, emb, context, transformer_options, *args):
 
 
 class VideoCall:
-    """APPLY_MODEL wrapper: frame count and frame indices of this UNet call, and its depth channel.
+    """APPLY_MODEL wrapper: the frame count of this UNet call, and its depth channel.
 
     Frames travel as the batch of a 4D latent; ComfyUI stacks the cond/uncond chunks on the batch
-    axis, so a call holds len(cond_or_uncond) copies of its frames. Under context windows the call
-    holds the window's frames, listed in transformer_options["context_window"].index_list.
+    axis, so a call holds len(cond_or_uncond) copies of its frames. Under core context windows the
+    call holds the window's frames, listed in transformer_options["context_window"].index_list; the
+    long-video sampler instead samples a window of the clip starting at clip frame `first_frame`.
     """
 
-    def __init__(self, depth=None, normalize="per_frame"):
-        self.depth = depth  # (frames, 1, H, W) float32, full clip, or None
+    def __init__(self, depth=None, normalize="per_frame", first_frame=None):
+        self.depth = depth  # (frames, 1, H, W) float32 for the whole clip, or None
         self.normalize = normalize
+        self.first_frame = first_frame
 
     def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         chunks = len(transformer_options.get("cond_or_uncond", (0,)))
         frames = x.shape[0] // chunks
-        window = transformer_options.get("context_window")
-        index = list(window.index_list) if window is not None else list(range(frames))
         options = dict(transformer_options)
-        options[KEY] = {"frames": frames, "index": index}
+        options[KEY] = {"frames": frames}
         if self.depth is not None:
-            c_concat = self.depth_for(index, x, window is not None).repeat(chunks, 1, 1, 1)
+            c_concat = self.depth_for(frames, transformer_options.get("context_window"), x).repeat(chunks, 1, 1, 1)
         elif c_concat is None:
             raise ValueError("this Make-Your-Video model has no depth: connect a depth video with "
                              "'MYV Apply Depth' (or use 'MYV Video KSampler') before sampling.")
         return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
 
-    def depth_for(self, index, x, windowed):
+    def depth_for(self, frames, window, x):
+        """The depth channel of the clip frames in this call, at the latent's size."""
+        index = list(window.index_list) if window is not None else list(range(frames))
+        whole_clip = window is None and self.first_frame is None
+        if self.first_frame is not None:
+            index = [self.first_frame + i for i in index]
         total = self.depth.shape[0]
-        if (max(index) >= total) if windowed else (len(index) != total):
-            latent = f"at least {max(index) + 1}" if windowed else str(len(index))
+        if (len(index) != total) if whole_clip else (max(index) >= total):
+            latent = str(len(index)) if whole_clip else f"at least {max(index) + 1}"
             raise ValueError(f"depth has {total} frames but the latent has {latent}: give one depth "
                              "map per latent frame (e.g. the same frame selection for both).")
         # Normalise over the whole clip first, so per-clip statistics ignore windowing.
         latent = depth_to_latent(self.depth.to(x.device), x.shape[-2], x.shape[-1], self.normalize)
-        return latent[index].to(device=x.device, dtype=x.dtype)
+        return latent[index].to(dtype=x.dtype)
 
 
 def _eject_after_sampling(patcher):
@@ -170,12 +176,15 @@ def is_video_model(model):
     return bool(model.get_additional_models_with_key(KEY))
 
 
-def with_depth(model, depth, normalize):
-    """A clone of a Make-Your-Video MODEL whose every UNet call gets this depth video as channel 5."""
+def with_depth(model, depth, normalize, first_frame=None):
+    """A clone of a Make-Your-Video MODEL whose every UNet call gets this depth video as channel 5.
+
+    first_frame: the clip frame where the latents sampled with this clone begin (long-video windows).
+    """
     if not is_video_model(model):
         raise ValueError("model: not a Make-Your-Video model; load it with 'MYV Checkpoint Loader' or "
                          "add temporal layers with 'MYV Temporal Module Loader' first.")
     m = model.clone()
     m.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, KEY)
-    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall(depth, normalize))
+    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall(depth, normalize, first_frame))
     return m

@@ -30,7 +30,7 @@ HOST = "127.0.0.1"
 PACK_DIR = "ComfyUI-MakeYourVideo"
 CKPT = "tiny_myv.safetensors"
 MYV_NODES = ("MYVCheckpointLoader", "MYVTemporalModuleLoader", "MYVApplyDepth", "MYVVideoKSampler",
-             "MYVSelectFrames")
+             "MYVSelectFrames", "MYVLongVideoSampler")
 KSAMPLER_INPUTS = ["model", "positive", "negative", "depth", "latent_image", "seed", "steps", "cfg",
                    "sampler_name", "scheduler", "denoise", "normalize"]
 START_TIMEOUT = 120
@@ -188,14 +188,14 @@ def execution_errors(entry):
     return [data for kind, data in (entry.get("status") or {}).get("messages", []) if kind == "execution_error"]
 
 
-def assert_success(server, entry, prefix):
+def assert_success(server, entry, prefix, frames=FRAMES):
     url, log_path, base = server
     state = entry.get("status") or {}
     assert state.get("completed") and state.get("status_str") == "success", \
         f"prompt failed: status {state.get('status_str')!r}, errors {execution_errors(entry)}{log_tail(log_path)}"
     files = sorted((base / "output").glob(f"{prefix}_*.png"))
-    assert len(files) == FRAMES, \
-        f"expected {FRAMES} {prefix}_*.png files in output/, found {[f.name for f in files]}{log_tail(log_path)}"
+    assert len(files) == frames, \
+        f"expected {frames} {prefix}_*.png files in output/, found {[f.name for f in files]}{log_tail(log_path)}"
     for f in files:
         with Image.open(f) as image:
             assert image.size == (64, 64), f"{f.name} is {image.size}, expected 64x64"
@@ -245,3 +245,17 @@ def test_frame_mismatch_fails_cleanly_and_server_recovers(server):
 
     assert answers(url), f"server stopped answering /system_stats after the failed prompt{log_tail(log_path)}"
     assert_success(server, run_prompt(server, graph(seed=2, prefix="myv_after")), "myv_after")
+
+
+def test_long_video_of_100_frames(server):
+    """MYVLongVideoSampler chains 16-frame windows over a 100-frame depth clip (one latent frame repeated)."""
+    prompt = graph(seed=3, prefix="myv_long")
+    prompt["3"]["inputs"]["batch_size"] = 50  # two 50-frame halves with the square in different places
+    prompt["9"]["inputs"]["batch_size"] = 1
+    del prompt["8"], prompt["10"]
+    prompt["13"] = {"class_type": "MYVLongVideoSampler", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "depth": ["7", 0],
+        "latent_image": ["9", 0], "seed": 3, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
+        "scheduler": "normal", "window_frames": 16, "context_frames": 4, "normalize": "per_clip"}}
+    prompt["11"]["inputs"]["samples"] = ["13", 0]
+    assert_success(server, run_prompt(server, prompt), "myv_long", frames=100)

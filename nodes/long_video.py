@@ -1,0 +1,99 @@
+"""MYVLongVideoSampler: any number of frames, window by window, with bounded memory."""
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..myv_core.chaining import window_schedule
+from ..myv_core.depth import NORMALIZE_MODES, depth_from_image
+from .depth import NORMALIZE_TOOLTIP
+from .patching import with_depth
+
+
+def clip_latent(latent_image, frames):
+    """The starting latent of all `frames` clip frames: the given N frames, or one frame repeated."""
+    samples = latent_image["samples"]
+    if samples.ndim != 4:
+        raise ValueError(f"latent_image: expected a 4D image latent with frames as the batch, got shape "
+                         f"{tuple(samples.shape)}.")
+    if samples.shape[0] == 1:
+        return samples.repeat(frames, 1, 1, 1)
+    if samples.shape[0] != frames:
+        raise ValueError(f"latent_image has {samples.shape[0]} frames but depth has {frames}: the depth video "
+                         "sets the length; give a latent with that many frames or with 1 frame to repeat.")
+    return samples.clone()
+
+
+def sample_window(model, window, video, noise, depth, normalize, seed, steps, cfg, sampler_name, scheduler,
+                  positive, negative, callback=None):
+    """Samples one window of the clip; its first `window.keep` frames are held at their value in `video`.
+
+    The per-frame noise mask makes ComfyUI re-noise the kept frames to the current noise level at
+    every step (masked sampling), so the new frames attend to real past frames.
+    """
+    frames = slice(window.start, window.stop)
+    mask = None
+    if window.keep:
+        mask = torch.ones(window.stop - window.start, 1, *video.shape[-2:])
+        mask[:window.keep] = 0.0
+    return comfy.sample.sample(with_depth(model, depth, normalize, first_frame=window.start), noise[frames], steps,
+                               cfg, sampler_name, scheduler, positive, negative, video[frames], noise_mask=mask,
+                               callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+
+
+def window_progress(model, windows, steps):
+    """One progress bar (with latent previews) over every step of every window."""
+    previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+    bar = comfy.utils.ProgressBar(len(windows) * steps)
+
+    def for_window(k):
+        def callback(step, x0, x, total_steps):
+            preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+            bar.update_absolute(k * steps + step + 1, len(windows) * steps, preview)
+        return callback
+    return for_window
+
+
+class MYVLongVideoSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "positive": ("CONDITIONING",),
+            "negative": ("CONDITIONING",),
+            "depth": ("IMAGE", {"tooltip": "one depth map per frame, near = bright; its frame count is the video's length"}),
+            "latent_image": ("LATENT", {"tooltip": "as many frames as depth, or 1 frame to repeat"}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddpm"}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
+            "window_frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "frames denoised at once (the model was trained on 16)"}),
+            "context_frames": ("INT", {"default": 4, "min": 0, "max": 255, "tooltip": "finished frames each new window keeps fixed and looks back at"}),
+            "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    CATEGORY = "MakeYourVideo"
+    DESCRIPTION = ("Any number of frames with the memory of one window: each window keeps the last finished "
+                   "frames of the one before as fixed context for the causal temporal attention.")
+
+    def sample(self, model, positive, negative, depth, latent_image, seed, steps, cfg, sampler_name, scheduler,
+               window_frames, context_frames, normalize):
+        depth = depth_from_image(depth)
+        windows = window_schedule(depth.shape[0], window_frames, context_frames)
+        video = clip_latent(latent_image, depth.shape[0])
+        noise = comfy.sample.prepare_noise(video, seed)  # drawn for the whole clip: independent of windowing
+        progress = window_progress(model, windows, steps)
+        for k, window in enumerate(windows):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            samples = sample_window(model, window, video, noise, depth, normalize, seed, steps, cfg, sampler_name,
+                                    scheduler, positive, negative, callback=progress(k))
+            # Kept frames stay exactly as the earlier window finished them.
+            video[window.start + window.keep:window.stop] = samples[window.keep:]
+        return ({"samples": video},)

@@ -1,0 +1,153 @@
+"""MYVLongVideoSampler and depth under windows, in an in-process ComfyUI with the tiny model."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import comfy.model_management
+import comfy.utils
+from comfy.patcher_extension import WrappersMP
+from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+from myv_core.chaining import window_schedule
+from myv_core.checkpoint import split_checkpoint
+from myv_core.depth import depth_from_image, depth_to_latent
+from myv_core.temporal import TemporalConvBlock, TemporalTransformer
+from tiny_models import tiny_unet
+
+STEPS = 2
+SIZE = 16  # latent size; at 8 the 1-frame case leaves single-value GroupNorm groups at the 1x1 level
+
+
+@pytest.fixture(scope="module")
+def base_and_video(pack, fixtures_dir, tmp_path_factory):
+    import folder_paths
+    folder = tmp_path_factory.mktemp("models")
+    parts = split_checkpoint(tiny_unet(fixtures_dir))
+    save_file(parts.temporal, str(folder / "temporal.safetensors"))
+    folder_paths.add_model_folder_path("makeyourvideo", str(folder))
+    base = pack.nodes.loaders.build_spatial_model(parts, torch.float32)[0]
+    video = pack.nodes.loaders.MYVTemporalModuleLoader().load(base, "temporal.safetensors")[0]
+    yield base, video
+    folder_paths.folder_names_and_paths["makeyourvideo"][0].remove(str(folder))
+
+
+def cond(seed):
+    return [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def depth_clip(frames, seed=0):
+    """A bright square moving over a random backdrop: a depth video with real structure."""
+    g = torch.Generator().manual_seed(seed)
+    clip = torch.rand(frames, 8 * SIZE, 8 * SIZE, 1, generator=g) * 0.3
+    for t in range(frames):
+        x = (3 * t) % (5 * SIZE)
+        clip[t, 2 * SIZE:5 * SIZE, x:x + 3 * SIZE] = 1.0
+    return clip.repeat(1, 1, 1, 3)
+
+
+def long_sample(pack, model, frames, seed=5, window=16, context=4, cfg=1.0, latent_frames=1, normalize="per_frame"):
+    latent = {"samples": torch.zeros(latent_frames, 4, SIZE, SIZE)}
+    return pack.nodes.long_video.MYVLongVideoSampler().sample(
+        model, cond(1), cond(2), depth_clip(frames), latent, seed, STEPS, cfg, "euler", "normal", window, context,
+        normalize)[0]["samples"]
+
+
+def temporal_modules(model):
+    return sum(isinstance(m, (TemporalConvBlock, TemporalTransformer)) for m in model.model.diffusion_model.modules())
+
+
+@pytest.mark.parametrize("frames", [1, 15, 16, 17, 40, 100])
+def test_output_has_exactly_n_frames(pack, base_and_video, frames):
+    out = long_sample(pack, base_and_video[1], frames)
+    assert out.shape == (frames, 4, SIZE, SIZE) and torch.isfinite(out).all()
+
+
+def test_context_frames_are_the_previous_windows_frames(pack, base_and_video):
+    model = base_and_video[1]
+    frames = 40
+    out = long_sample(pack, model, frames, cfg=2.0)
+    windows = window_schedule(frames, 16, 4)
+    depth = depth_from_image(depth_clip(frames))
+    noise = comfy.sample.prepare_noise(torch.zeros(frames, 4, SIZE, SIZE), 5)
+    video = torch.zeros(frames, 4, SIZE, SIZE)
+    for window in windows:
+        raw = pack.nodes.long_video.sample_window(model, window, video, noise, depth, "per_frame", 5, STEPS, 2.0,
+                                                  "euler", "normal", cond(1), cond(2))
+        # The kept frames come back from masked sampling unchanged (up to the latent scaling round trip) ...
+        kept = video[window.start:window.start + window.keep]
+        assert torch.allclose(raw[:window.keep], kept, rtol=0, atol=1e-5)
+        video[window.start + window.keep:window.stop] = raw[window.keep:]
+        # ... and the node's output holds exactly what each window generated.
+        assert torch.equal(out[window.start + window.keep:window.stop], raw[window.keep:])
+    assert torch.equal(out, video)
+
+
+def test_same_seed_same_video(pack, base_and_video):
+    model = base_and_video[1]
+    first, second = long_sample(pack, model, 20, seed=7), long_sample(pack, model, 20, seed=7)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, long_sample(pack, model, 20, seed=8))
+
+
+def test_per_clip_depth_uses_the_whole_clip(pack):
+    depth = depth_from_image(depth_clip(30))
+    depth[25:] *= 3.0  # the clip's maximum lies outside the window
+    call = pack.nodes.patching.VideoCall(depth, "per_clip", first_frame=8)
+    got = call.depth_for(16, None, torch.zeros(16, 4, SIZE, SIZE))
+    assert torch.equal(got, depth_to_latent(depth, SIZE, SIZE, "per_clip")[8:24])
+    assert got.max() < 1.0  # a window-local normalisation would reach 1
+
+
+def test_interruption_between_windows(pack, base_and_video):
+    base, model = base_and_video
+
+    def cancel_after_first_window(value, total, preview, node_id=None):
+        if value == STEPS:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(cancel_after_first_window)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            long_sample(pack, model, 40)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert not comfy.model_management.processing_interrupted()
+    assert temporal_modules(base) == 0
+    assert long_sample(pack, model, 17).shape[0] == 17
+
+
+@pytest.mark.parametrize("window, context, latent_frames, message", [
+    (16, 16, 1, "context_frames must be between 0 and window_frames - 1 = 15"),
+    (0, 0, 1, "window_frames must be at least 1"),
+    (16, 4, 12, "latent_image has 12 frames but depth has 10"),
+])
+def test_invalid_settings(pack, base_and_video, window, context, latent_frames, message):
+    with pytest.raises(ValueError, match=message):
+        long_sample(pack, base_and_video[1], 10, window=window, context=context, latent_frames=latent_frames)
+
+
+def test_depth_is_sliced_per_core_context_window(pack, base_and_video):
+    """Core "Context Windows (Manual)", dim 0: every window's UNet call gets its own frames' depth.
+
+    ComfyUI 0.3.64's IndexListContextHandler.set_step compares the per-frame timesteps with the
+    step sigmas, which only works for a 4D frames-as-batch latent when steps + 1 == frames; the
+    test uses that setting (8 frames, 7 steps).
+    """
+    frames = 8
+    images = depth_clip(frames)
+    model = pack.nodes.depth.MYVApplyDepth().apply(base_and_video[1], images, "per_frame")[0]
+    model = ContextWindowsManualNode.execute(model, 4, 1, "standard_static", 1, False, "pyramid", 0).result[0]
+    seen = []
+
+    def capture(executor, x, timesteps, context, y, control, transformer_options, *args, **kwargs):
+        seen.append((list(transformer_options["context_window"].index_list), x[:, 4].clone()))
+        return executor(x, timesteps, context, y, control, transformer_options, *args, **kwargs)
+
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", capture)
+    comfy.sample.sample(model, torch.randn(frames, 4, SIZE, SIZE), frames - 1, 1.0, "euler", "normal", cond(1),
+                        cond(2), torch.zeros(frames, 4, SIZE, SIZE), disable_pbar=True, seed=0)
+    expected = depth_to_latent(depth_from_image(images), SIZE, SIZE, "per_frame")[:, 0]
+    assert len({tuple(index) for index, _ in seen}) > 1
+    for index, channel in seen:
+        assert torch.equal(channel, expected[index])
