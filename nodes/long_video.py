@@ -4,7 +4,6 @@ import torch
 
 import comfy.model_management
 import comfy.sample
-import comfy.samplers
 import comfy.utils
 import latent_preview
 
@@ -12,20 +11,7 @@ from ..myv_core.chaining import window_schedule
 from ..myv_core.depth import NORMALIZE_MODES, depth_from_image
 from .depth import NORMALIZE_TOOLTIP
 from .patching import with_depth
-
-
-def clip_latent(latent_image, frames):
-    """The starting latent of all `frames` clip frames: the given N frames, or one frame repeated."""
-    samples = latent_image["samples"]
-    if samples.ndim != 4:
-        raise ValueError(f"latent_image: expected a 4D image latent with frames as the batch, got shape "
-                         f"{tuple(samples.shape)}.")
-    if samples.shape[0] == 1:
-        return samples.repeat(frames, 1, 1, 1)
-    if samples.shape[0] != frames:
-        raise ValueError(f"latent_image has {samples.shape[0]} frames but depth has {frames}: the depth video "
-                         "sets the length; give a latent with that many frames or with 1 frame to repeat.")
-    return samples.clone()
+from .sampling import video_latent, video_sampler_inputs
 
 
 def sample_window(model, window, video, noise, depth, normalize, seed, steps, cfg, sampler_name, scheduler,
@@ -62,16 +48,7 @@ class MYVLongVideoSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL",),
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING",),
-            "depth": ("IMAGE", {"tooltip": "one depth map per frame, near = bright; its frame count is the video's length"}),
-            "latent_image": ("LATENT", {"tooltip": "as many frames as depth, or 1 frame to repeat"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddpm"}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
+            **video_sampler_inputs("as many frames as depth, or 1 frame to repeat"),
             "window_frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "frames denoised at once (the model was trained on 16)"}),
             "context_frames": ("INT", {"default": 4, "min": 0, "max": 255, "tooltip": "finished frames each new window keeps fixed and looks back at"}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
@@ -87,7 +64,7 @@ class MYVLongVideoSampler:
                window_frames, context_frames, normalize):
         depth = depth_from_image(depth)
         windows = window_schedule(depth.shape[0], window_frames, context_frames)
-        video = clip_latent(latent_image, depth.shape[0])
+        video = video_latent(latent_image, depth.shape[0], repeat_single=True).clone()
         noise = comfy.sample.prepare_noise(video, seed)  # drawn for the whole clip: independent of windowing
         progress = window_progress(model, windows, steps)
         for k, window in enumerate(windows):

@@ -8,31 +8,42 @@ from .depth import NORMALIZE_TOOLTIP
 from .patching import with_depth
 
 
-def check_video_latent(latent, depth):
-    samples = latent["samples"]
+def video_latent(latent_image, frames, repeat_single=False):
+    """The latent's frames, checked against the depth video's `frames` (1 frame may be repeated)."""
+    samples = latent_image["samples"]
     if samples.ndim != 4:
         raise ValueError(f"latent_image: expected a 4D image latent with frames as the batch, got shape "
                          f"{tuple(samples.shape)}; use Empty Latent Image with batch_size = frames.")
-    frames = samples.shape[0]
-    if depth.shape[0] != frames:
-        raise ValueError(f"depth has {depth.shape[0]} frames but latent_image has {frames}: set the empty "
-                         f"latent's batch_size to {depth.shape[0]}, or select the same frames for both.")
+    if repeat_single and samples.shape[0] == 1:
+        return samples.repeat(frames, 1, 1, 1)
+    if samples.shape[0] != frames:
+        fix = "or 1 frame to repeat" if repeat_single else "or select the same frames for both"
+        raise ValueError(f"depth has {frames} frames but latent_image has {samples.shape[0]}: set the latent's "
+                         f"batch_size to {frames}, {fix}.")
+    return samples
+
+
+def video_sampler_inputs(latent_tooltip):
+    """The inputs both video samplers start with, in their public order (model ... scheduler)."""
+    return {
+        "model": ("MODEL",),
+        "positive": ("CONDITIONING",),
+        "negative": ("CONDITIONING", {"tooltip": "the official set-up uses the empty prompt"}),
+        "depth": ("IMAGE", {"tooltip": "one depth map per frame, near = bright; its frame count is the video's length"}),
+        "latent_image": ("LATENT", {"tooltip": latent_tooltip}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True}),
+        "steps": ("INT", {"default": 50, "min": 1, "max": 10000}),
+        "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+        "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddpm", "tooltip": "ddpm + ddim_uniform reproduces the official DDIM with eta 1"}),
+        "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
+    }
 
 
 class MYVVideoKSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL",),
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING", {"tooltip": "the official set-up uses the empty prompt"}),
-            "depth": ("IMAGE", {"tooltip": "one depth map per frame, near = bright"}),
-            "latent_image": ("LATENT", {"tooltip": "frames as the batch, e.g. Empty Latent Image with batch_size = frames"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddpm", "tooltip": "ddpm + ddim_uniform reproduces the official DDIM with eta 1"}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
+            **video_sampler_inputs("frames as the batch, e.g. Empty Latent Image with batch_size = frames"),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
         }}
@@ -45,7 +56,7 @@ class MYVVideoKSampler:
     def sample(self, model, positive, negative, depth, latent_image, seed, steps, cfg, sampler_name,
                scheduler, denoise, normalize):
         depth = depth_from_image(depth)
-        check_video_latent(latent_image, depth)
+        video_latent(latent_image, depth.shape[0])
         return comfy_nodes.common_ksampler(with_depth(model, depth, normalize), seed, steps, cfg, sampler_name,
                                            scheduler, positive, negative, latent_image, denoise=denoise)
 

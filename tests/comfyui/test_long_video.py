@@ -120,7 +120,7 @@ def test_interruption_between_windows(pack, base_and_video):
 @pytest.mark.parametrize("window, context, latent_frames, message", [
     (16, 16, 1, "context_frames must be between 0 and window_frames - 1 = 15"),
     (0, 0, 1, "window_frames must be at least 1"),
-    (16, 4, 12, "latent_image has 12 frames but depth has 10"),
+    (16, 4, 12, "depth has 10 frames but latent_image has 12"),
 ])
 def test_invalid_settings(pack, base_and_video, window, context, latent_frames, message):
     with pytest.raises(ValueError, match=message):

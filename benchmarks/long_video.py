@@ -1,0 +1,152 @@
+"""Long videos: chained windows (MYVLongVideoSampler) vs one pass (MYVVideoKSampler).
+
+    .venv/bin/python benchmarks/long_video.py [--frames 32 64 128] [--steps 2] [--cfg 7.5]
+
+A benchmark, not a test. Every (mode, frames) runs in a fresh subprocess with the tiny model through
+the real nodes in an in-process ComfyUI (CPU unless a GPU is there), and reports the peak memory
+growth of the run (CPU: resident set via VmHWM; CUDA: max_memory_allocated), the time per frame,
+the chained peak at each length over the chained peak at the shortest, and the seam metric of
+myv_core.chaining.seam_ratio (mean |frame-to-frame change| across window boundaries over the same
+inside windows; with the tiny random model it only shows that the metric runs, real weights are
+needed to judge seams).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from unet_step import CHECKPOINT, REPO, PeakMemory, find_comfyui, load_comfyui, pick_device, sync  # noqa: E402
+
+
+def random_sd_vae():
+    """ComfyUI's SD VAE (KL-f8, the model's VAE) with random weights."""
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    shapes = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
+    g = torch.Generator().manual_seed(0)
+    return comfy.sd.VAE(sd={k: torch.randn(v.shape, generator=g) * 0.02 for k, v in shapes.items()})
+
+
+def decode(job):
+    """Core VAEDecode of `frames` latents: its peak shows whether decoding is chunked."""
+    load_comfyui(job["comfyui"], job["device"])
+    import nodes
+    vae = random_sd_vae()
+    latent = {"samples": torch.randn(job["frames"], 4, job["size"], job["size"])}
+    memory = PeakMemory(job["device"])
+    with torch.inference_mode():
+        memory.start()
+        start = time.perf_counter()
+        nodes.VAEDecode().decode(vae, latent)
+        sync(job["device"])
+        seconds = time.perf_counter() - start
+        peak = memory.stop()
+    return {"seconds": seconds, "peak": peak, "memory": memory.how, "seams": None}
+
+
+def run(job):
+    """One measurement in this process: returns seconds, peak bytes and (chained) the seam ratio."""
+    device = job["device"]
+    if job["mode"] == "decode":
+        return decode(job)
+    pack = load_comfyui(job["comfyui"], device)
+    import shutil
+
+    import folder_paths
+
+    sys.path.append(str(REPO))  # after ComfyUI's path, so `nodes` stays ComfyUI's nodes.py
+    from myv_core.chaining import seam_ratio, window_schedule
+
+    models = tempfile.mkdtemp(prefix="myv_long_bench_")
+    folder_paths.add_model_folder_path("makeyourvideo", models, is_default=True)
+    shutil.copy(CHECKPOINT, Path(models) / "tiny.safetensors")
+    model = pack.nodes.loaders.MYVCheckpointLoader().load("tiny.safetensors", "fp32")[0]
+    frames, size = job["frames"], job["size"]
+    g = torch.Generator().manual_seed(0)
+    positive = [[torch.randn(1, 77, 64, generator=g), {}]]
+    negative = [[torch.randn(1, 77, 64, generator=g), {}]]
+    depth = torch.rand(frames, 8 * size, 8 * size, 3, generator=g)
+    common = dict(model=model, positive=positive, negative=negative, depth=depth, seed=1, steps=job["steps"],
+                  cfg=job["cfg"], sampler_name="euler", scheduler="normal", normalize="per_frame")
+    memory = PeakMemory(device)
+    with torch.inference_mode():
+        memory.start()
+        sync(device)
+        start = time.perf_counter()
+        if job["mode"] == "chained":
+            out = pack.nodes.long_video.MYVLongVideoSampler().sample(
+                latent_image={"samples": torch.zeros(1, 4, size, size)}, window_frames=job["window"],
+                context_frames=job["context"], **common)[0]["samples"]
+        else:
+            out = pack.nodes.sampling.MYVVideoKSampler().sample(
+                latent_image={"samples": torch.zeros(frames, 4, size, size)}, denoise=1.0, **common)[0]["samples"]
+        sync(device)
+        seconds = time.perf_counter() - start
+        peak = memory.stop()
+    seams = seam_ratio(out, window_schedule(frames, job["window"], job["context"])) if job["mode"] == "chained" else None
+    shutil.rmtree(models, ignore_errors=True)
+    return {"seconds": seconds, "peak": peak, "memory": memory.how, "seams": seams}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--cfg", type=float, default=7.5)
+    parser.add_argument("--size", type=int, default=32, help="latent size (32 = 256x256 video)")
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--context", type=int, default=4)
+    parser.add_argument("--decode-size", type=int, default=0,
+                        help="also time core VAEDecode (SD VAE, random weights) of latents this size; 0 = skip")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--comfyui")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        print(json.dumps(run(json.loads(args.job))))
+        return
+
+    base = dict(steps=args.steps, cfg=args.cfg, size=args.size, window=args.window, context=args.context,
+                device=pick_device(args.device), comfyui=find_comfyui(args.comfyui))
+    print(f"Make-Your-Video tiny model, latent {args.size}x{args.size}, {args.steps} steps, cfg {args.cfg:g}, "
+          f"window {args.window}, context {args.context}, device {base['device']}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; one fresh process per row")
+    rows = {}
+    modes = ("chained", "one-pass") + (("decode",) if args.decode_size else ())
+    for frames in args.frames:
+        for mode in modes:
+            job = dict(base, mode=mode, frames=frames, **({"size": args.decode_size} if mode == "decode" else {}))
+            done = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], cwd=REPO,
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{mode} {frames} frames failed:\n{done.stderr[-3000:]}")
+            rows[mode, frames] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  done {mode} {frames} frames ({rows[mode, frames]['seconds']:.1f} s)", flush=True)
+
+    first = args.frames[0]
+    print(f"\n{'frames':>6}  {'mode':8}  {'s/frame':>8}  {'peak MiB':>9}  {'peak / peak@' + str(first):>14}  {'seam ratio':>10}")
+    for frames in args.frames:
+        for mode in modes:
+            r = rows[mode, frames]
+            growth = r["peak"] / rows[mode, first]["peak"]
+            seams = "" if r["seams"] is None else f"{r['seams']:.2f}"
+            print(f"{frames:>6}  {mode:8}  {r['seconds'] / frames:>8.3f}  {r['peak'] / 2**20:>9.0f}  "
+                  f"{growth:>14.2f}  {seams:>10}")
+    print(f"\npeak: memory growth during the run ({rows['chained', first]['memory']}); "
+          "seam ratio: myv_core.chaining.seam_ratio of the chained latents (1.0 = seams move like the rest).")
+    if args.decode_size:
+        print(f"decode: core VAEDecode, SD VAE with random weights, latents {args.decode_size}x{args.decode_size} "
+              f"({8 * args.decode_size}x{8 * args.decode_size} frames); ComfyUI sizes its frame batches to free memory.")
+
+
+if __name__ == "__main__":
+    main()
