@@ -76,6 +76,11 @@ def load_state_dict(path):
 
 
 def _load_pickle(path):
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # zip archive / pickle protocol 2+
+        raise CheckpointError(f"{_describe(path)} is not a checkpoint at all (neither a PyTorch zip archive nor "
+                              "a pickle): check that you picked the right file, or fetch it again.")
     try:
         # Lightning checkpoints store hyper-parameters that contain sets; nothing else is allowed.
         with torch.serialization.safe_globals([set]):
@@ -216,14 +221,14 @@ def split_checkpoint(sd, name="checkpoint"):
             parts.schedule[key] = value
         else:
             unplaced.append(key)
+
+    parts.unet, parts.temporal = split_unet(unet_sd)
+    check_full_model(parts, name)  # first: an SDXL or SD1.5 file should hear what it is, not list keys
     if unplaced:
         shown = ", ".join(sorted(unplaced)[:10])
         more = f" and {len(unplaced) - 10} more" if len(unplaced) > 10 else ""
         raise CheckpointError(f"{name}: {len(unplaced)} keys belong to no known part of a "
                               f"Make-Your-Video checkpoint: {shown}{more}.")
-
-    parts.unet, parts.temporal = split_unet(unet_sd)
-    check_full_model(parts, name)
     parts.config = derive_config(unet_sd)
     return parts
 

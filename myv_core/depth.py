@@ -22,6 +22,8 @@ def depth_from_image(images):
     if images.ndim != 4:
         raise ValueError(f"depth: expected an IMAGE batch (frames, height, width, channels), got shape "
                          f"{tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("depth: the depth video has no frames; check the frame selection that feeds it.")
     channels = images[..., :3] if images.shape[-1] == 4 else images
     depth = channels.float().mean(dim=-1, keepdim=True).permute(0, 3, 1, 2)
     if not torch.isfinite(depth).all():

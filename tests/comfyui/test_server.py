@@ -29,6 +29,7 @@ from tiny_models import tiny_server_checkpoint
 HOST = "127.0.0.1"
 PACK_DIR = "ComfyUI-MakeYourVideo"
 CKPT = "tiny_myv.safetensors"
+OTHER_CKPT = "tiny_myv_b.safetensors"
 MYV_NODES = ("MYVCheckpointLoader", "MYVTemporalModuleLoader", "MYVApplyDepth", "MYVVideoKSampler",
              "MYVSelectFrames", "MYVLongVideoSampler")
 KSAMPLER_INPUTS = ["model", "positive", "negative", "depth", "latent_image", "seed", "steps", "cfg",
@@ -102,7 +103,9 @@ def server(tmp_path_factory, fixtures_dir):
     (base / "custom_nodes" / PACK_DIR).symlink_to(ROOT, target_is_directory=True)
     models = base / "models" / "makeyourvideo"
     models.mkdir(parents=True)
-    save_file(tiny_server_checkpoint(fixtures_dir, vae=random_taesd_state_dict()), str(models / CKPT))
+    vae = random_taesd_state_dict()
+    save_file(tiny_server_checkpoint(fixtures_dir, vae=vae), str(models / CKPT))
+    save_file(tiny_server_checkpoint(fixtures_dir, vae=vae, seed=1), str(models / OTHER_CKPT))
 
     port = free_port()
     url = f"http://{HOST}:{port}"
@@ -117,6 +120,7 @@ def server(tmp_path_factory, fixtures_dir):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=str(base), env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
+    (base / "server.pid").write_text(str(process.pid))
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not answers(url):
@@ -166,13 +170,21 @@ def graph(seed=1, latent_frames=FRAMES, prefix="myv_test"):
     }
 
 
-def run_prompt(server, prompt):
-    """The /history entry of a submitted prompt once it has finished (completed or error)."""
+def submit(server, prompt):
     url, log_path, _ = server
     status, body = http(url + "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
     assert status == 200 and isinstance(body, dict) and "prompt_id" in body, \
         f"POST /prompt was refused: HTTP {status} {body}{log_tail(log_path)}"
-    prompt_id = body["prompt_id"]
+    return body["prompt_id"]
+
+
+def run_prompt(server, prompt):
+    """The /history entry of a submitted prompt once it has finished (completed or error)."""
+    return wait_for(server, submit(server, prompt))
+
+
+def wait_for(server, prompt_id):
+    url, log_path, _ = server
     deadline = time.monotonic() + PROMPT_TIMEOUT
     while time.monotonic() < deadline:
         status, history = http(f"{url}/history/{prompt_id}")
@@ -259,3 +271,33 @@ def test_long_video_of_100_frames(server):
         "scheduler": "normal", "window_frames": 16, "context_frames": 4, "normalize": "per_clip"}}
     prompt["11"]["inputs"]["samples"] = ["13", 0]
     assert_success(server, run_prompt(server, prompt), "myv_long", frames=100)
+
+
+def test_two_prompts_with_different_models_queued_at_once(server):
+    first, second = graph(seed=11, prefix="myv_queue_a"), graph(seed=12, prefix="myv_queue_b")
+    second["1"]["inputs"]["ckpt_name"] = OTHER_CKPT
+    ids = [submit(server, first), submit(server, second)]  # both queued before either finishes
+    for prompt_id, prefix in zip(ids, ("myv_queue_a", "myv_queue_b")):
+        assert_success(server, wait_for(server, prompt_id), prefix)
+
+
+def test_soak_30_runs(server):
+    """30 runs in one server: resident memory after run 30 within 5% of run 5, no temporary files left."""
+    _, log_path, base = server
+    pid = int((base / "server.pid").read_text())
+
+    def rss():
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+    temp = base / "temp"
+    memory = {}
+    for i in range(1, 31):
+        prefix = f"myv_soak_{i}"
+        assert_success(server, run_prompt(server, graph(seed=1000 + i, prefix=prefix)), prefix)
+        if i == 5:
+            temp_files = sorted(temp.rglob("*")) if temp.exists() else []
+        if i in (5, 30):
+            memory[i] = rss()
+    assert memory[30] <= 1.05 * memory[5], f"server RSS grew from {memory[5]} to {memory[30]} bytes{log_tail(log_path)}"
+    assert (sorted(temp.rglob("*")) if temp.exists() else []) == temp_files
