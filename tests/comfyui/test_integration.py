@@ -90,27 +90,29 @@ def test_checkpoint_loader_and_temporal_loader_give_the_same_model(pack, model_d
     assert torch.equal(ksampler(apply(full, depth, "per_frame")[0]), ksampler(apply(video_model, depth, "per_frame")[0]))
 
 
-def test_base_model_untouched(pack, base, video_model):
-    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+def plain_sample(base):
+    """Plain SD sampling with the base MODEL (the other branch of a workflow sharing the checkpoint)."""
     plain_cond = [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(1)),
                    {"noise_concat": torch.zeros(FRAMES, 1, 8, 8)}]]
+    return comfy.sample.sample(base, torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+                               2, 2.0, "euler", "normal", plain_cond, plain_cond, latent()["samples"],
+                               disable_pbar=True)
 
-    def plain():
-        return comfy.sample.sample(base, torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
-                                   2, 2.0, "euler", "normal", plain_cond, plain_cond, latent()["samples"],
-                                   disable_pbar=True)
 
-    reference = plain()
+def test_base_model_untouched(pack, base, video_model):
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    reference = plain_sample(base)
     ksampler(pack.nodes.depth.MYVApplyDepth().apply(video_model, depth_images(), "per_frame")[0])
     assert temporal_modules(base) == 0  # ejected right after sampling
     assert all(torch.equal(before[k], v) for k, v in base.model.state_dict().items())
     assert set(before) == set(base.model.state_dict())
-    assert torch.equal(plain(), reference)
+    assert torch.equal(plain_sample(base), reference)
 
 
 def test_interrupted_run_leaves_nothing_behind(pack, base, video_model):
     model = pack.nodes.depth.MYVApplyDepth().apply(video_model, depth_images(), "per_frame")[0]
     clean = ksampler(model, steps=3)
+    plain = plain_sample(base)
 
     def interrupt_at_second_step(value, total, preview, node_id=None):
         # what ComfyUI's server hook does: the progress update is where a cancel lands
@@ -125,6 +127,7 @@ def test_interrupted_run_leaves_nothing_behind(pack, base, video_model):
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
     assert temporal_modules(base) == 0
+    assert torch.equal(plain_sample(base), plain)
     assert torch.equal(ksampler(model, steps=3), clean)
 
 
