@@ -1,6 +1,7 @@
 """ComfyUI glue: thin nodes that adapt ComfyUI types to myv_core calls."""
 
 from .depth import MYVApplyDepth
+from .depth_estimation import MYVDepthEstimatorLoader, MYVEstimateDepth
 from .loaders import MYVCheckpointLoader, MYVTemporalModuleLoader
 from .long_video import MYVLongVideoSampler
 from .sampling import MYVSelectFrames, MYVVideoKSampler
@@ -12,6 +13,8 @@ NODE_CLASS_MAPPINGS = {
     "MYVVideoKSampler": MYVVideoKSampler,
     "MYVSelectFrames": MYVSelectFrames,
     "MYVLongVideoSampler": MYVLongVideoSampler,
+    "MYVDepthEstimatorLoader": MYVDepthEstimatorLoader,
+    "MYVEstimateDepth": MYVEstimateDepth,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -21,4 +24,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MYVVideoKSampler": "MYV Video KSampler",
     "MYVSelectFrames": "MYV Select Frames",
     "MYVLongVideoSampler": "MYV Long Video Sampler",
+    "MYVDepthEstimatorLoader": "MYV Depth Estimator Loader",
+    "MYVEstimateDepth": "MYV Estimate Depth",
 }

@@ -31,7 +31,7 @@ PACK_DIR = "ComfyUI-MakeYourVideo"
 CKPT = "tiny_myv.safetensors"
 OTHER_CKPT = "tiny_myv_b.safetensors"
 MYV_NODES = ("MYVCheckpointLoader", "MYVTemporalModuleLoader", "MYVApplyDepth", "MYVVideoKSampler",
-             "MYVSelectFrames", "MYVLongVideoSampler")
+             "MYVSelectFrames", "MYVLongVideoSampler", "MYVDepthEstimatorLoader", "MYVEstimateDepth")
 KSAMPLER_INPUTS = ["model", "positive", "negative", "depth", "latent_image", "seed", "steps", "cfg",
                    "sampler_name", "scheduler", "denoise", "normalize"]
 START_TIMEOUT = 120

@@ -1,0 +1,133 @@
+"""MYVDepthEstimatorLoader and MYVEstimateDepth: depth videos for MYVApplyDepth (or any ControlNet)."""
+
+from pathlib import Path
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+
+from ..myv_core.depth_estimation import NORMALIZE_MODES, depth_images, estimate_depth, load_depth_estimator
+from .loaders import MODEL_FOLDER, register_model_folder
+
+ESTIMATOR_FOLDER = "depth_estimators"
+ESTIMATOR_TYPE = "MYV_DEPTH_ESTIMATOR"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# comfyui_controlnet_aux keeps its downloads in <its folder>/ckpts/<hub repository>/<file>.
+AUX_PACK = "comfyui_controlnet_aux"
+AUX_FILES = ("dpt_hybrid-midas-501f0c75.pt",)
+AUX_PREFIX = AUX_PACK + "/"
+MYV_PREFIX = MODEL_FOLDER + "/"
+
+register_model_folder(ESTIMATOR_FOLDER, folder_paths.supported_pt_extensions)
+
+
+def _aux_checkpoints():
+    """{shown name: path} of the MiDaS files in comfyui_controlnet_aux's annotator cache, if installed."""
+    found = {}
+    for custom_nodes in folder_paths.get_folder_paths("custom_nodes"):
+        ckpts = Path(custom_nodes) / AUX_PACK / "ckpts"
+        if ckpts.is_dir():
+            for name in AUX_FILES:
+                for path in sorted(ckpts.rglob(name)):
+                    found.setdefault(AUX_PREFIX + path.relative_to(ckpts).as_posix(), path)
+    return found
+
+
+def estimator_names():
+    """depth_estimators files, then the controlnet_aux MiDaS file, then Make-Your-Video checkpoints
+    (whose depth_stage_model is the MiDaS network)."""
+    own = folder_paths.get_filename_list(ESTIMATOR_FOLDER)
+    myv = [MYV_PREFIX + f for f in folder_paths.get_filename_list(MODEL_FOLDER)]
+    return own + sorted(_aux_checkpoints()) + myv
+
+
+def estimator_path(name):
+    if name.startswith(AUX_PREFIX) and name in (aux := _aux_checkpoints()):
+        return aux[name]
+    if name.startswith(MYV_PREFIX):
+        path = folder_paths.get_full_path(MODEL_FOLDER, name[len(MYV_PREFIX):])
+        if path is not None:
+            return path
+    path = folder_paths.get_full_path(ESTIMATOR_FOLDER, name)
+    if path is None:
+        raise ValueError(f"model_name: '{name}' was not found in models/{ESTIMATOR_FOLDER}/; put "
+                         "dpt_hybrid-midas-501f0c75.pt or a transformers model folder there and refresh the browser.")
+    return path
+
+
+def torch_dtype(dtype, load_device, kind):
+    """fp32 for the MiDaS network (its official precision) and on the CPU; auto gives Depth Anything
+    fp16 on devices where ComfyUI uses fp16."""
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if kind == "depth_anything" and comfy.model_management.should_use_fp16(load_device):
+        return torch.float16
+    return torch.float32
+
+
+class MYVDepthEstimatorLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (estimator_names(), {"tooltip": f"dpt_hybrid-midas-501f0c75.pt (what Make-Your-Video was "
+                                                          f"trained with), a transformers folder's model.safetensors "
+                                                          f"(Intel/dpt-hybrid-midas, Depth Anything V2) in "
+                                                          f"models/{ESTIMATOR_FOLDER}/, or a Make-Your-Video checkpoint"}),
+            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU, offloaded when idle"}),
+            "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "auto: fp32 for MiDaS, fp16 for Depth Anything on GPUs"}),
+        }}
+
+    RETURN_TYPES = (ESTIMATOR_TYPE,)
+    FUNCTION = "load"
+    CATEGORY = "MakeYourVideo"
+    DESCRIPTION = "Loads a depth estimator: MiDaS DPT-Hybrid (as Make-Your-Video was trained) or Depth Anything V2."
+
+    def load(self, model_name, device, dtype):
+        if device == "cpu":
+            load_device = offload_device = torch.device("cpu")
+        else:
+            load_device = comfy.model_management.get_torch_device()
+            offload_device = comfy.model_management.unet_offload_device()
+        estimator = load_depth_estimator(estimator_path(model_name))
+        estimator.to(torch_dtype(dtype, load_device, estimator.kind))
+        return (comfy.model_patcher.ModelPatcher(estimator, load_device=load_device, offload_device=offload_device),)
+
+
+class MYVEstimateDepth:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "estimator": (ESTIMATOR_TYPE,),
+            "images": ("IMAGE", {"tooltip": "the clip's frames"}),
+            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "frames per network call"}),
+            "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip":
+                          "per_frame: each map spans black..white, as the model was trained. per_clip: one "
+                          "min/max for the whole clip, steadier brightness (use per_clip in MYV Apply Depth too)."}),
+            "temporal_smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip":
+                                   "0 = off. Each frame becomes a weighted mean of the clip's frames, weight "
+                                   "smoothing^distance (symmetric, no lag). 0.3 calms flicker; higher values "
+                                   "blur fast motion."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("depth",)
+    FUNCTION = "estimate"
+    CATEGORY = "MakeYourVideo"
+    DESCRIPTION = "Depth maps of a clip at its resolution, near = bright, grey, in [0, 1]."
+
+    def estimate(self, estimator, images, batch_size, normalize, temporal_smoothing=0.0):
+        comfy.model_management.load_models_gpu([estimator])
+        progress = comfy.utils.ProgressBar(images.shape[0] if images.ndim == 4 else 1)
+
+        def frames_done(count):
+            for _ in range(count):
+                progress.update(1)
+
+        raw = estimate_depth(estimator.model, images, batch_size,
+                             before_batch=comfy.model_management.throw_exception_if_processing_interrupted,
+                             after_batch=frames_done)
+        out = depth_images(raw, normalize, temporal_smoothing)
+        return (out.to(comfy.model_management.intermediate_device()),)
