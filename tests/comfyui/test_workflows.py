@@ -1,0 +1,458 @@
+"""The shipped workflows (workflows/*.json) stay true to the nodes of a real ComfyUI server with this pack.
+
+- every node type of every UI workflow exists in /object_info (frontend-only Note nodes aside);
+- each node's widgets_values line up with its widget inputs, positionally, as the browser reads them
+  (frontend-only values accounted for: control_after_generate after seed widgets, the upload
+  button value after upload combos);
+- every link's type agrees with its source output and its target input;
+- each API twin (<name>_api.json) equals the UI file converted here (widget values by name in order,
+  links as [source id, slot], frontend-only values and nodes dropped);
+- the API twins run end to end on a tiny random checkpoint, a tiny depth estimator and a generated
+  64x64 clip, and their SaveVideo files decode to the expected number of frames;
+- scripts/run_workflow.py: the self-check run, and its refusals (missing model, port taken,
+  unknown node type).
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import COMFYUI, ROOT
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: test_server's helpers and fixture
+from test_server import CKPT, execution_errors, free_port, http, log_tail, random_taesd_state_dict, run_prompt  # noqa: E402
+from test_server import server  # noqa: E402,F401  the module's own ComfyUI server
+
+WORKFLOWS = ROOT / "workflows"
+RUNNER = ROOT / "scripts" / "run_workflow.py"
+UI_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
+EXPECTED = {"myv_video_rerender", "myv_long_video", "myv_depth_images"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes of the browser: never sent to the server
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+# Combos whose options are the files of a folder: the test server has other files than a user's.
+FILE_WIDGETS = {("MYVCheckpointLoader", "ckpt_name"), ("MYVDepthEstimatorLoader", "model_name"),
+                ("LoadVideo", "file"), ("LoadImage", "image")}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+CLIP_FRAMES = 12  # the generated test clip; stride 2 keeps 6
+ESTIMATOR = "tiny_dpt/model.safetensors"
+
+
+# ---------------------------------------------------------------- the browser's reading of a node
+
+def input_spec(info, name):
+    for section in ("required", "optional"):
+        if name in info["input"].get(section, {}):
+            return info["input"][section][name]
+    raise KeyError(name)
+
+
+def input_names(info):
+    order = info.get("input_order") or {s: list(info["input"].get(s, {})) for s in ("required", "optional")}
+    return list(order.get("required", [])) + list(order.get("optional", []))
+
+
+def is_widget(spec):
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def widget_slots(info):
+    """[(input name or None, spec)] in the order of a node's widgets_values; None marks a frontend-only
+    value (control_after_generate after a seed, the upload button after an upload combo)."""
+    slots = []
+    for name in input_names(info):
+        spec = input_spec(info, name)
+        if not is_widget(spec):
+            continue
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        slots.append((name, spec))
+        if spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
+            slots.append((None, "control_after_generate"))
+        if any(options.get(flag) for flag in UPLOAD_FLAGS):
+            slots.append((None, "upload"))
+    return slots
+
+
+def combo_options(spec):
+    if isinstance(spec[0], list):
+        return spec[0]
+    return (spec[1] if len(spec) > 1 else {}).get("options", [])
+
+
+def widget_problems(node, info):
+    """What is wrong with one UI node's widgets_values against its /object_info entry ([] if nothing)."""
+    node_type, values = node["type"], node.get("widgets_values", [])
+    linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None and "widget" in i}
+    slots = [s for s in widget_slots(info) if s[0] not in linked]
+    if len(values) != len(slots):
+        return [f"{node_type} #{node['id']}: {len(values)} widgets_values {values} for {len(slots)} widgets "
+                f"{[s[0] or s[1] for s in slots]}"]
+    problems = []
+    for value, (name, spec) in zip(values, slots):
+        where = f"{node_type} #{node['id']}.{name or spec}"
+        if name is None:
+            ok = value in CONTROL_VALUES if spec == "control_after_generate" else value == "image"
+            if not ok:
+                problems.append(f"{where}: frontend-only value {value!r}")
+            continue
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        kind = spec[0]
+        if kind == "INT":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "FLOAT":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind == "STRING":
+            ok = isinstance(value, str)
+        elif kind == "BOOLEAN":
+            ok = isinstance(value, bool)
+        elif (node_type, name) in FILE_WIDGETS:
+            ok = isinstance(value, str) and value != ""
+        else:
+            ok = value in combo_options(spec)
+        if not ok:
+            problems.append(f"{where}: {value!r} does not fit {kind if not isinstance(kind, list) else 'COMBO'} "
+                            f"{combo_options(spec)[:8] if not isinstance(kind, str) or kind == 'COMBO' else ''}")
+            continue
+        if kind in ("INT", "FLOAT"):
+            if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
+                problems.append(f"{where}: {value} outside [{options.get('min')}, {options.get('max')}]")
+    return problems
+
+
+def ui_to_api(workflow, object_info):
+    """The API graph the browser would queue for a UI workflow (no muted or bypassed nodes here)."""
+    links = {link[0]: link for link in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node.get("mode", 0) == 0, f"node #{node['id']} is muted or bypassed: not supported here"
+        info = object_info[node["type"]]
+        inputs = {}
+        linked = {}
+        for socket in node.get("inputs", []):
+            if socket.get("link") is not None:
+                _, src, slot, _, _, _ = links[socket["link"]]
+                linked[socket["name"]] = [str(src), slot]
+        values = iter(node.get("widgets_values", []))
+        for name, _ in widget_slots(info):
+            if name in linked:
+                continue
+            value = next(values)
+            if name is not None:
+                inputs[name] = value
+        for name in input_names(info):  # links, then widgets, in the node's input order
+            if name in linked:
+                inputs[name] = linked[name]
+        ordered = {name: inputs[name] for name in input_names(info) if name in inputs}
+        api[str(node["id"])] = {"inputs": ordered, "class_type": node["type"],
+                                "_meta": {"title": node.get("title") or info.get("display_name") or node["type"]}}
+    return api
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    url, log_path, _ = server
+    status, info = http(url + "/object_info", timeout=60)
+    assert status == 200, f"GET /object_info: HTTP {status}{log_tail(log_path)}"
+    return info
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def write_clip(path, frames=CLIP_FRAMES, size=64, fps=8):
+    """An h264 mp4: a bright square moving across a dark gradient."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            image = np.tile(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None], (size, 1, 3))
+            x = 4 + 3 * t
+            image[16:40, x:x + 20] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def count_frames(path):
+    with av.open(str(path)) as container:
+        frames = [f for f in container.decode(video=0)]
+    return len(frames), (frames[0].width, frames[0].height) if frames else None
+
+
+def tiny_depth_estimator(folder, seed=0):
+    """A transformers DPT folder (config.json + model.safetensors), small and random."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=384, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16)
+    torch.manual_seed(seed)
+    network = DPTForDepthEstimation(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
+              str(folder / "model.safetensors"))
+    config.to_json_file(str(folder / "config.json"))
+
+
+@pytest.fixture(scope="module")
+def run_inputs(server):
+    """The test clip in the server's input/ and the tiny depth estimator in models/depth_estimators/."""
+    _, _, base = server
+    (base / "input").mkdir(exist_ok=True)
+    write_clip(base / "input" / "test_clip.mp4")
+    tiny_depth_estimator(base / "models" / "depth_estimators" / "tiny_dpt")
+    return "test_clip.mp4"
+
+
+def tiny_run_graph(api, clip, prefix):
+    """The API twin with test-time overrides: tiny model files, the test clip, 2 steps, 64x64, few frames."""
+    graph = copy.deepcopy(api)
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "MYVCheckpointLoader":
+            inputs["ckpt_name"] = CKPT
+        elif kind == "MYVDepthEstimatorLoader":
+            inputs["model_name"] = ESTIMATOR
+            inputs["device"] = "cpu"
+        elif kind == "LoadVideo":
+            inputs["file"] = clip
+        elif kind == "CLIPTextEncode":  # the tiny checkpoint has no text encoder: a fixed [1, 2, 1024] cond
+            node["class_type"], node["inputs"] = "LotusConditioning", {}
+        elif kind == "MYVSelectFrames" and inputs["max_frames"] <= 16:
+            inputs["max_frames"] = 4
+        elif kind == "ImageScale":
+            inputs["width"] = inputs["height"] = 64
+        elif kind == "EmptyLatentImage":
+            inputs["width"] = inputs["height"] = 64
+            if inputs["batch_size"] > 1:
+                inputs["batch_size"] = 4
+        elif kind in ("MYVVideoKSampler", "MYVLongVideoSampler"):
+            inputs["steps"] = 2
+            if kind == "MYVLongVideoSampler":
+                inputs["window_frames"], inputs["context_frames"] = 4, 2
+        elif kind == "SaveVideo":
+            inputs["filename_prefix"] = f"{prefix}/{inputs['filename_prefix'].rsplit('/', 1)[-1]}"
+    return graph
+
+
+# ---------------------------------------------------------------- static checks
+
+def test_the_three_workflows_ship_in_both_formats():
+    names = {p.stem for p in UI_FILES}
+    assert EXPECTED <= names, f"workflows/ lacks {sorted(EXPECTED - names)}"
+    for path in UI_FILES:
+        assert (WORKFLOWS / f"{path.stem}_api.json").is_file(), f"{path.name} has no API twin {path.stem}_api.json"
+        workflow = load(path)
+        assert workflow.get("version") == 0.4, f"{path.name}: version {workflow.get('version')}"
+        ids = [n["id"] for n in workflow["nodes"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate node ids"
+        assert workflow["last_node_id"] == max(ids), f"{path.name}: last_node_id {workflow['last_node_id']} != {max(ids)}"
+        link_ids = [link[0] for link in workflow["links"]]
+        assert len(link_ids) == len(set(link_ids)), f"{path.name}: duplicate link ids"
+        assert workflow["last_link_id"] == max(link_ids), f"{path.name}: last_link_id"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_every_node_type_exists(path, object_info):
+    types = {n["type"] for n in load(path)["nodes"]} - FRONTEND_ONLY
+    missing = sorted(t for t in types if t not in object_info)
+    assert not missing, f"{path.name} uses node types unknown to the server: {missing}"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_widgets_values_line_up(path, object_info):
+    problems = []
+    for node in load(path)["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            assert not node.get("inputs") and not node.get("outputs"), f"{node['type']} #{node['id']} is wired"
+            continue
+        problems += widget_problems(node, object_info[node["type"]])
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_links_agree_with_sockets(path, object_info):
+    workflow = load(path)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    problems = []
+    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:
+        source, target = nodes[src], nodes[dst]
+        out_types = object_info[source["type"]]["output"]
+        if src_slot >= len(out_types) or out_types[src_slot] != link_type:
+            problems.append(f"link {link_id}: source {source['type']}[{src_slot}] outputs "
+                            f"{out_types[src_slot] if src_slot < len(out_types) else None}, link says {link_type}")
+        output = source["outputs"][src_slot]
+        if output["type"] != link_type or link_id not in (output.get("links") or []):
+            problems.append(f"link {link_id}: {source['type']} output {src_slot} is {output}")
+        socket = target["inputs"][dst_slot]
+        if socket.get("link") != link_id or socket["type"] != link_type:
+            problems.append(f"link {link_id}: {target['type']} input {dst_slot} is {socket}")
+        spec = input_spec(object_info[target["type"]], socket["name"])
+        expected = "COMBO" if isinstance(spec[0], list) else spec[0]
+        if expected != link_type and expected != "*":
+            problems.append(f"link {link_id}: {target['type']}.{socket['name']} takes {expected}, gets {link_type}")
+    for node in workflow["nodes"]:
+        for socket in node.get("inputs", []):
+            if socket.get("link") is not None and socket["link"] not in {link[0] for link in workflow["links"]}:
+                problems.append(f"{node['type']} #{node['id']}.{socket['name']}: dangling link {socket['link']}")
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        info = object_info[node["type"]]
+        connected = {s["name"] for s in node.get("inputs", []) if s.get("link") is not None}
+        required = [n for n in info.get("input_order", {}).get("required", []) if not is_widget(input_spec(info, n))]
+        unconnected = [n for n in required if n not in connected]
+        if unconnected:
+            problems.append(f"{node['type']} #{node['id']}: required inputs without a link: {unconnected}")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_api_twin_equals_the_ui_file(path, object_info):
+    expected = ui_to_api(load(path), object_info)
+    twin = load(WORKFLOWS / f"{path.stem}_api.json")
+    strip = lambda graph: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in graph.items()}  # noqa: E731
+    assert strip(twin) == strip(expected)
+
+
+def test_the_widget_check_catches_misaligned_values(object_info):
+    """The checks above would fail on the usual breakages: a lost control_after_generate, a widget
+    added to a node without the workflow following, a value of the wrong type, an unknown option."""
+    nodes = {n["type"]: n for n in load(WORKFLOWS / "myv_video_rerender.json")["nodes"]}
+    sampler, select = nodes["MYVVideoKSampler"], nodes["MYVSelectFrames"]
+    assert not widget_problems(sampler, object_info["MYVVideoKSampler"])
+    broken = [
+        (sampler, lambda v: v.pop(1)),                     # control_after_generate dropped
+        (sampler, lambda v: v.append("per_clip")),          # one value too many
+        (sampler, lambda v: v.__setitem__(4, "no_such_sampler")),
+        (sampler, lambda v: v.__setitem__(2, 7.5)),         # steps as a float
+        (select, lambda v: v.__setitem__(1, 0)),            # stride below its min
+        (nodes["LoadVideo"], lambda v: v.pop()),            # upload button value dropped
+    ]
+    for node, damage in broken:
+        node = copy.deepcopy(node)
+        damage(node["widgets_values"])
+        assert widget_problems(node, object_info[node["type"]]), f"not caught: {node['type']} {node['widgets_values']}"
+
+
+def test_official_defaults_in_the_rerender_workflow():
+    api = load(WORKFLOWS / "myv_video_rerender_api.json")
+    by_type = {}
+    for node in api.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+    select = by_type["MYVSelectFrames"][0]
+    assert (select["start"], select["stride"], select["max_frames"]) == (0, 2, 16)
+    sampler = by_type["MYVVideoKSampler"][0]
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (50, 7.5, "ddpm", "ddim_uniform")
+    latent = by_type["EmptyLatentImage"][0]
+    assert (latent["width"], latent["height"], latent["batch_size"]) == (256, 256, 16)
+    assert {v["fps"] for v in by_type["CreateVideo"]} == {8.0}
+    texts = sorted(v["text"] for v in by_type["CLIPTextEncode"])
+    assert texts == ["", "a tiger walks in the forest, photorealistic"]
+    assert by_type["MYVCheckpointLoader"][0]["ckpt_name"] == "model.ckpt"
+    assert by_type["MYVDepthEstimatorLoader"][0]["model_name"] == "dpt_hybrid-midas-501f0c75.pt"
+    assert by_type["LoadVideo"][0]["file"] == "input.mp4"
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+RUN_CASES = {  # workflow: {SaveVideo prefix: frames}, from a 12-frame clip
+    "myv_video_rerender": {"myv_rerender": 4, "myv_depth": 4},
+    "myv_long_video": {"myv_long": 6, "myv_long_depth": 6},  # stride 2 of 12 frames, 64 allowed
+    "myv_depth_images": {"myv_from_depth": 4},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_CASES))
+def test_api_twin_runs_on_the_tiny_model(name, server, run_inputs):
+    url, log_path, base = server
+    prefix = f"wf_{name}"
+    graph = tiny_run_graph(load(WORKFLOWS / f"{name}_api.json"), run_inputs, prefix)
+    entry = run_prompt(server, graph)
+    state = entry.get("status") or {}
+    assert state.get("status_str") == "success", \
+        f"{name} failed: {execution_errors(entry)}{log_tail(log_path)}"
+    for video_prefix, frames in RUN_CASES[name].items():
+        files = sorted((base / "output" / prefix).glob(f"{video_prefix}_[0-9]*.mp4"))
+        assert len(files) == 1, f"{name}: expected one {prefix}/{video_prefix}_*.mp4, found {files}"
+        assert count_frames(files[0]) == (frames, (64, 64)), f"{files[0].name}: {count_frames(files[0])}"
+
+
+# ---------------------------------------------------------------- the headless runner
+
+def run_runner(*args, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(RUNNER), "--comfyui", str(COMFYUI), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=str(ROOT))
+
+
+def test_runner_self_check_renders_a_video(tmp_path):
+    out = tmp_path / "out"
+    done = run_runner("--self-check", "--output-dir", str(out), "--port", str(free_port()))
+    report = f"\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, report
+    paths = [line.split("output:", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("output:")]
+    assert paths, f"no 'output:' line{report}"
+    for path in paths:
+        assert os.path.isfile(path) and os.path.commonpath([path, str(out)]) == str(out), f"{path}{report}"
+    videos = [p for p in paths if os.path.basename(p).startswith("myv_rerender")]
+    assert videos and count_frames(videos[0])[0] == 4, f"{videos}{report}"
+    assert "real weights" in done.stdout and "models/makeyourvideo/" in done.stdout, report
+
+
+def test_runner_taesd_weights_fit_comfyui_taesd():
+    """The runner writes the self-check VAE without importing ComfyUI: same keys and shapes as comfy.taesd."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_workflow", RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    ours = {k: tuple(v.shape) for k, v in runner.taesd_state_dict().items()}
+    comfy = {k: tuple(v.shape) for k, v in random_taesd_state_dict().items()}
+    assert ours == comfy
+
+
+def test_runner_refuses_a_missing_model_file(tmp_path):
+    """A workflow naming a checkpoint that is not installed: exit 2 and where to put the file."""
+    graph = load(WORKFLOWS / "myv_video_rerender_api.json")
+    loader = next(n for n in graph.values() if n["class_type"] == "MYVCheckpointLoader")
+    loader["inputs"]["ckpt_name"] = "model_not_installed.ckpt"
+    path = tmp_path / "missing_model_api.json"
+    path.write_text(json.dumps(graph))
+    done = run_runner("--workflow", str(path), "--output-dir", str(tmp_path / "out"), "--port", str(free_port()),
+                      timeout=300)
+    assert done.returncode == 2, f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "missing model file model_not_installed.ckpt" in done.stderr, done.stderr
+    assert "models/makeyourvideo/" in done.stderr, done.stderr
+
+
+def test_runner_refuses_a_taken_port(server, tmp_path):
+    url, _, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    done = run_runner("--self-check", "--output-dir", str(tmp_path), "--port", str(port), timeout=120)
+    assert done.returncode == 2, f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert f"port {port} is taken" in done.stderr and "--port" in done.stderr, done.stderr
+
+
+def test_runner_reports_an_unknown_node_type(tmp_path):
+    graph = load(WORKFLOWS / "myv_video_rerender_api.json")
+    graph["99"] = {"class_type": "NoSuchNodeFromAnotherPack", "inputs": {"images": ["11", 0]}}
+    broken = tmp_path / "broken_api.json"
+    broken.write_text(json.dumps(graph))
+    done = run_runner("--self-check", "--workflow", str(broken), "--output-dir", str(tmp_path / "out"),
+                      "--port", str(free_port()), timeout=300)
+    assert done.returncode == 2, f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "NoSuchNodeFromAnotherPack" in done.stderr, done.stderr
