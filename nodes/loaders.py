@@ -12,7 +12,7 @@ import comfy.supported_models
 import comfy.utils
 import folder_paths
 
-from ..myv_core.checkpoint import UNET_PREFIX, CheckpointError, load_checkpoint, load_temporal_layers
+from ..myv_core.checkpoint import CheckpointError, load_checkpoint, load_temporal_layers
 from .patching import attach_temporal
 
 MODEL_FOLDER = "makeyourvideo"

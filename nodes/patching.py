@@ -16,8 +16,6 @@ No global state: everything a call needs travels in transformer_options or in th
 
 import logging
 
-import torch
-
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops

@@ -487,35 +487,24 @@ def taesd_state_dict(seed=0):
     return sd
 
 
-def write_tiny_checkpoint(path):
+def tiny_models_module():
+    """The pack's tests/tiny_models.py: how the self-check's tiny checkpoint and estimator are made."""
     import importlib.util
 
-    from safetensors.torch import save_file
     fixtures = PACK / "tests" / "fixtures"
     if not (fixtures / "myv_tiny_unet.safetensors").is_file():
         raise RunError(f"the self-check needs the pack's tests/ folder ({fixtures} is missing): install the pack "
                        "with git clone", FAILED)
     spec = importlib.util.spec_from_file_location("myv_tiny_models", PACK / "tests" / "tiny_models.py")
-    tiny_models = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tiny_models)
-    save_file(tiny_models.tiny_server_checkpoint(fixtures, vae=taesd_state_dict()), str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def write_tiny_depth_estimator(folder, seed=0):
-    """A small random transformers DPT (config.json + model.safetensors)."""
-    import torch
+def write_tiny_checkpoint(path):
     from safetensors.torch import save_file
-    from transformers import DPTConfig, DPTForDepthEstimation
-
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=384, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16)
-    torch.manual_seed(seed)
-    network = DPTForDepthEstimation(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
-              str(folder / "model.safetensors"))
-    config.to_json_file(str(folder / "config.json"))
+    save_file(tiny_models_module().tiny_server_checkpoint(PACK / "tests" / "fixtures", vae=taesd_state_dict()),
+              str(path))
 
 
 def write_test_clip(path, frames=12, size=SELF_CHECK_SIZE, fps=8):
@@ -538,7 +527,7 @@ def write_test_clip(path, frames=12, size=SELF_CHECK_SIZE, fps=8):
 
 def make_self_check_files(work):
     write_tiny_checkpoint(work / "models" / "makeyourvideo" / SELF_CHECK_CKPT)
-    write_tiny_depth_estimator(work / "models" / "depth_estimators" / Path(SELF_CHECK_ESTIMATOR).parent)
+    tiny_models_module().tiny_depth_estimator(work / "models" / "depth_estimators" / Path(SELF_CHECK_ESTIMATOR).parent)
     write_test_clip(work / "input" / SELF_CHECK_CLIP)
 
 

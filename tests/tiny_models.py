@@ -58,3 +58,19 @@ def tiny_server_checkpoint(fixtures_dir, vae=None, context_dim=1024, seed=0, std
     if vae:
         sd.update({"first_stage_model." + k: v.float().contiguous() for k, v in vae.items()})
     return sd
+
+
+def tiny_depth_estimator(folder, seed=0):
+    """A small random transformers DPT written as a model folder (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=384, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16)
+    torch.manual_seed(seed)
+    network = DPTForDepthEstimation(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
+              str(folder / "model.safetensors"))
+    config.to_json_file(str(folder / "config.json"))

@@ -22,10 +22,9 @@ import sys
 import av
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from conftest import COMFYUI, ROOT
+from tiny_models import tiny_depth_estimator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: test_server's helpers and fixture
 from test_server import CKPT, execution_errors, free_port, http, log_tail, random_taesd_state_dict, run_prompt  # noqa: E402
@@ -193,20 +192,6 @@ def count_frames(path):
     with av.open(str(path)) as container:
         frames = [f for f in container.decode(video=0)]
     return len(frames), (frames[0].width, frames[0].height) if frames else None
-
-
-def tiny_depth_estimator(folder, seed=0):
-    """A transformers DPT folder (config.json + model.safetensors), small and random."""
-    from transformers import DPTConfig, DPTForDepthEstimation
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=384, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16)
-    torch.manual_seed(seed)
-    network = DPTForDepthEstimation(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
-              str(folder / "model.safetensors"))
-    config.to_json_file(str(folder / "config.json"))
 
 
 @pytest.fixture(scope="module")
