@@ -507,28 +507,10 @@ def write_tiny_checkpoint(path):
               str(path))
 
 
-def write_test_clip(path, frames=12, size=SELF_CHECK_SIZE, fps=8):
-    """An h264 mp4 of a bright square moving over a grey gradient."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for t in range(frames):
-            image = np.tile(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None], (size, 1, 3))
-            image[size // 4:size // 4 + size * 3 // 8, 4 + 3 * t:4 + 3 * t + size // 3] = 230
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def make_self_check_files(work):
     write_tiny_checkpoint(work / "models" / "makeyourvideo" / SELF_CHECK_CKPT)
     tiny_models_module().tiny_depth_estimator(work / "models" / "depth_estimators" / Path(SELF_CHECK_ESTIMATOR).parent)
-    write_test_clip(work / "input" / SELF_CHECK_CLIP)
+    tiny_models_module().write_test_clip(work / "input" / SELF_CHECK_CLIP, size=SELF_CHECK_SIZE)
 
 
 # ---------------------------------------------------------------- main

@@ -74,3 +74,21 @@ def tiny_depth_estimator(folder, seed=0):
     save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
               str(folder / "model.safetensors"))
     config.to_json_file(str(folder / "config.json"))
+
+
+def write_test_clip(path, frames=12, size=64, fps=8):
+    """An h264 mp4 of a bright square moving over a grey gradient."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            image = np.tile(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None], (size, 1, 3))
+            image[size // 4:size // 4 + size * 3 // 8, 4 + 3 * t:4 + 3 * t + size // 3] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

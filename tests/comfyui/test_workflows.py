@@ -20,11 +20,10 @@ import subprocess
 import sys
 
 import av
-import numpy as np
 import pytest
 
 from conftest import COMFYUI, ROOT
-from tiny_models import tiny_depth_estimator
+from tiny_models import tiny_depth_estimator, write_test_clip
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: test_server's helpers and fixture
 from test_server import CKPT, execution_errors, free_port, http, log_tail, random_taesd_state_dict, run_prompt  # noqa: E402
@@ -172,22 +171,6 @@ def load(path):
     return json.loads(path.read_text())
 
 
-def write_clip(path, frames=CLIP_FRAMES, size=64, fps=8):
-    """An h264 mp4: a bright square moving across a dark gradient."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for t in range(frames):
-            image = np.tile(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None], (size, 1, 3))
-            x = 4 + 3 * t
-            image[16:40, x:x + 20] = 230
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def count_frames(path):
     with av.open(str(path)) as container:
         frames = [f for f in container.decode(video=0)]
@@ -199,7 +182,7 @@ def run_inputs(server):
     """The test clip in the server's input/ and the tiny depth estimator in models/depth_estimators/."""
     _, _, base = server
     (base / "input").mkdir(exist_ok=True)
-    write_clip(base / "input" / "test_clip.mp4")
+    write_test_clip(base / "input" / "test_clip.mp4", frames=CLIP_FRAMES)
     tiny_depth_estimator(base / "models" / "depth_estimators" / "tiny_dpt")
     return "test_clip.mp4"
 
