@@ -119,6 +119,7 @@ class VideoCall:
         self.depth = depth  # (frames, 1, H, W) float32 for the whole clip, or None
         self.normalize = normalize
         self.first_frame = first_frame
+        self._latent_depth = {}  # (h, w, device) -> the whole clip's channel; one entry, the last size
 
     def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         chunks = len(transformer_options.get("cond_or_uncond", (0,)))
@@ -143,9 +144,17 @@ class VideoCall:
             latent = str(len(index)) if whole_clip else f"at least {max(index) + 1}"
             raise ValueError(f"depth has {total} frames but the latent has {latent}: give one depth "
                              "map per latent frame (e.g. the same frame selection for both).")
-        # Normalise over the whole clip first, so per-clip statistics ignore windowing.
-        latent = depth_to_latent(self.depth.to(x.device), x.shape[-2], x.shape[-1], self.normalize)
-        return latent[index].to(dtype=x.dtype)
+        return self.latent_depth(x.shape[-2], x.shape[-1], x.device)[index].to(dtype=x.dtype)
+
+    def latent_depth(self, height, width, device):
+        """The whole clip's depth channel at the latent size, computed once per size instead of per step.
+
+        Normalised over the whole clip, so per-clip statistics ignore windowing.
+        """
+        key = (height, width, str(device))
+        if key not in self._latent_depth:
+            self._latent_depth = {key: depth_to_latent(self.depth.to(device), height, width, self.normalize)}
+        return self._latent_depth[key]
 
 
 def _eject_after_sampling(patcher):
