@@ -273,3 +273,14 @@ def temporal_layers_of(sd, name="file"):
 
 def load_temporal_layers(path):
     return temporal_layers_of(load_state_dict(path), _describe(path))
+
+
+def cast_state_dict(sd, dtype):
+    """The same tensors in `dtype` (tensors already in it are passed through, not copied).
+
+    Loading into modules built in `dtype` is not enough to get that dtype: under ComfyUI's dynamic
+    VRAM (comfy-aimdo), comfy.ops Linear layers allocate nothing at construction and adopt the
+    tensors of the state dict as they are, so an fp32 file would leave fp32 Linears in an fp16 model.
+    """
+    return {k: v.to(dtype) for k, v in sd.items()}
+

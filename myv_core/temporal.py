@@ -16,35 +16,58 @@ from torch import nn
 from .attention import temporal_attention
 
 
+class NormActConv(nn.Sequential):
+    """GroupNorm -> SiLU [-> Dropout slot] -> Conv3d, padding the frame axis itself when asked.
+
+    The official temporal kernels pad by replicating the edge frames (padding_mode="replicate").
+    Here that padding is done before the convolution, which gets none on the frame axis: a conv
+    path that passes only `self.padding` to the backend (comfy.ops calls torch.cudnn_convolution
+    directly for half precision on some cuDNN versions) would otherwise zero-pad the edge frames.
+    """
+
+    def __init__(self, *layers, frame_pad=0):
+        super().__init__(*layers)
+        self.frame_pad = frame_pad
+
+    def forward(self, x):
+        *head, conv = self
+        for layer in head:
+            x = layer(x)
+        if self.frame_pad:
+            x = F.pad(x, (0, 0, 0, 0, self.frame_pad, self.frame_pad), mode="replicate")
+        return conv(x)
+
+
 class TemporalConvBlock(nn.Module):
     """Residual stack of 3D convolutions over frames (`temopral_conv` in the checkpoint).
 
     Four blocks GroupNorm -> SiLU -> Conv3d with kernels (3,1,1), (1,3,3), (3,1,1), (3,1,1), then
-    `conv_last` (3,1,1). Temporal kernels pad by replicating the edge frames, the spatial one pads
-    with zeros. The Identity entries stand where the official model has Dropout, which keeps the
-    official parameter indices (conv.1.3, conv_last.3, ...) and is a no-op at inference.
+    `conv_last` (3,1,1). Temporal kernels pad by replicating the edge frames (see NormActConv), the
+    spatial one pads with zeros. The Identity entries stand where the official model has Dropout,
+    which keeps the official parameter indices (conv.1.3, conv_last.3, ...) and is a no-op at
+    inference.
     """
 
     def __init__(self, channels, dtype=None, device=None, operations=nn):
         super().__init__()
         ops, kw = operations, {"dtype": dtype, "device": device}
 
-        def block(kernel, padding, padding_mode, dropout_slot=True):
+        def block(kernel, dropout_slot=True):
+            temporal = kernel[0] > 1
             layers = [ops.GroupNorm(32, channels, **kw), nn.SiLU()]
             if dropout_slot:
                 layers.append(nn.Identity())
-            layers.append(ops.Conv3d(channels, channels, kernel, padding=padding,
-                                     padding_mode=padding_mode, **kw))
-            return nn.Sequential(*layers)
+            padding = (0, 0, 0) if temporal else (0, kernel[1] // 2, kernel[2] // 2)
+            layers.append(ops.Conv3d(channels, channels, kernel, padding=padding, **kw))
+            return NormActConv(*layers, frame_pad=kernel[0] // 2 if temporal else 0)
 
-        temporal = ((3, 1, 1), (1, 0, 0), "replicate")
         self.conv = nn.Sequential(
-            block(*temporal, dropout_slot=False),
-            block((1, 3, 3), (0, 1, 1), "zeros"),
-            block(*temporal),
-            block(*temporal),
+            block((3, 1, 1), dropout_slot=False),
+            block((1, 3, 3)),
+            block((3, 1, 1)),
+            block((3, 1, 1)),
         )
-        self.conv_last = block(*temporal)
+        self.conv_last = block((3, 1, 1))
 
     def forward(self, x):
         return x + self.conv_last(self.conv(x))

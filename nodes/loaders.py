@@ -6,14 +6,13 @@ import os
 import torch
 
 import comfy.model_management
-import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
 import comfy.utils
 import folder_paths
 
-from ..myv_core.checkpoint import CheckpointError, load_checkpoint, load_temporal_layers
-from .patching import attach_temporal
+from ..myv_core.checkpoint import CheckpointError, cast_state_dict, load_checkpoint, load_temporal_layers
+from .patching import attach_temporal, model_patcher_class
 
 MODEL_FOLDER = "makeyourvideo"
 WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -80,11 +79,11 @@ def build_spatial_model(parts, weight_dtype):
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model({}, device=comfy.model_management.unet_inital_load_device(parameters, dtype))
-    missing, unexpected = model.diffusion_model.load_state_dict(parts.unet, strict=False)
+    missing, unexpected = model.diffusion_model.load_state_dict(cast_state_dict(parts.unet, dtype), strict=False)
     if missing or unexpected:
         raise CheckpointError(f"the UNet weights do not match the SD2 layout derived from them: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return comfy.model_patcher.ModelPatcher(
+    return model_patcher_class()(
         model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()), model_config
 
 

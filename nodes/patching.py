@@ -23,6 +23,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from comfy.patcher_extension import CallbacksMP, PatcherInjection, WrappersMP
 
+from ..myv_core.checkpoint import cast_state_dict
 from ..myv_core.config import temporal_sites
 from ..myv_core.depth import depth_to_latent
 from ..myv_core.temporal import TemporalConvBlock, TemporalLayers, TemporalTransformer
@@ -66,15 +67,23 @@ def check_fits(model, sites):
                 "belongs to these temporal layers.")
 
 
+def model_patcher_class():
+    """The ModelPatcher class core loaders use: ModelPatcherDynamic under dynamic VRAM (ComfyUI sets
+    CoreModelPatcher at start-up when comfy-aimdo works; it falls back to ModelPatcher on CPU load
+    devices), plain ModelPatcher on ComfyUI versions without dynamic VRAM."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
 def temporal_patcher(temporal_sd, model):
-    """A ModelPatcher holding the temporal layers, in the base model's weight and compute dtypes."""
+    """A ModelPatcher holding the temporal layers, wholly in the base model's weight dtype, computing
+    in its manual-cast dtype."""
     base = model.model
     dtype = base.get_dtype()
     operations = comfy.ops.pick_operations(dtype, base.manual_cast_dtype)
     offload = comfy.model_management.unet_offload_device()
     layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
-    layers.load_state_dict(temporal_sd, strict=True)
-    return comfy.model_patcher.ModelPatcher(layers, load_device=model.load_device, offload_device=offload)
+    layers.load_state_dict(cast_state_dict(temporal_sd, dtype), strict=True)
+    return model_patcher_class()(layers, load_device=model.load_device, offload_device=offload)
 
 
 def _temporal_layers(patcher):
@@ -106,13 +115,23 @@ def _run_temporal(layer, x, emb, context, transformer_options, *args):
     return layer(video).transpose(1, 2).reshape(bt, c, h, w)
 
 
+def window_frames(window):
+    """The clip frames a core context window hands the UNet, in order.
+
+    ComfyUI 0.33's causal_window_fix (on by default) puts an anchor frame, the one before the
+    window, in front of index_list (IndexListContextWindow.get_tensor); older versions have none.
+    """
+    anchor = getattr(window, "causal_anchor_index", None)
+    return ([anchor] if anchor is not None and anchor >= 0 else []) + list(window.index_list)
+
+
 class VideoCall:
     """APPLY_MODEL wrapper: the frame count of this UNet call, and its depth channel.
 
     Frames travel as the batch of a 4D latent; ComfyUI stacks the cond/uncond chunks on the batch
     axis, so a call holds len(cond_or_uncond) copies of its frames. Under core context windows the
-    call holds the window's frames, listed in transformer_options["context_window"].index_list; the
-    long-video sampler instead samples a window of the clip starting at clip frame `first_frame`.
+    call holds the window's frames (window_frames); the long-video sampler instead samples a window
+    of the clip starting at clip frame `first_frame`.
     """
 
     def __init__(self, depth=None, normalize="per_frame", first_frame=None):
@@ -135,7 +154,11 @@ class VideoCall:
 
     def depth_for(self, frames, window, x):
         """The depth channel of the clip frames in this call, at the latent's size."""
-        index = list(window.index_list) if window is not None else list(range(frames))
+        index = window_frames(window) if window is not None else list(range(frames))
+        if len(index) != frames:
+            raise ValueError(f"this context window holds {frames} latent frames but lists {len(index)}: "
+                             "set the context windows' dim to 0 for Make-Your-Video (its frames are "
+                             "the batch axis).")
         whole_clip = window is None and self.first_frame is None
         if self.first_frame is not None:
             index = [self.first_frame + i for i in index]

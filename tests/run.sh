@@ -1,27 +1,60 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"; .ci/run calls exactly this).
-# Builds its own virtual environment on a fresh machine, finds ComfyUI for the ComfyUI tier, runs pytest.
+# The project's test command (README "Run the tests"; .ci/run calls exactly this, once per ComfyUI).
+#
+# ComfyUI tier: COMFYUI_PATH, else the ComfyUI this pack sits in (ComfyUI/custom_nodes/<pack>).
+# Python: MYV_TEST_VENV (a venv, made if missing), else the python3 on PATH when it already has torch
+# and torchvision (and torchaudio where ComfyUI imports it), e.g. ComfyUI's own environment, else a
+# venv in .venv with a CPU-capable torch. Into that Python it installs the pack's requirements,
+# pytest and ComfyUI's requirements without the torch family; it never installs torch into a Python
+# that already has one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${MYV_TEST_VENV:-.venv}"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-PY="$VENV/bin/python"
-pip_install() {
-    "$PY" -m pip install -q --disable-pip-version-check "$@" 2>"$VENV/pip.log" || { cat "$VENV/pip.log"; exit 1; }
-}
-# CPU-capable torch that also works with torchvision (ComfyUI imports it); kept if already there.
-"$PY" -c "import torch, torchvision" 2>/dev/null || pip_install torch==2.14.1 torchvision==0.29.1
-pip_install -r requirements.txt pytest
 
-# The ComfyUI tier: COMFYUI_PATH, else the ComfyUI this pack sits in (custom_nodes/<pack>), else /opt/ComfyUI.
-if [ -z "${COMFYUI_PATH:-}" ]; then
-    if [ -f ../../main.py ] && [ -d ../../comfy ]; then COMFYUI_PATH="$(cd ../.. && pwd)"
-    elif [ -f /opt/ComfyUI/main.py ]; then COMFYUI_PATH=/opt/ComfyUI; fi
+if [ -z "${COMFYUI_PATH:-}" ] && [ -f ../../main.py ] && [ -d ../../comfy ]; then
+    COMFYUI_PATH="$(cd ../.. && pwd)"
 fi
+comfyui_version=""
 if [ -n "${COMFYUI_PATH:-}" ]; then
     export COMFYUI_PATH
-    # ComfyUI's requirements without the torch family (installed above), plus requests (imported, unlisted).
-    grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > "$VENV/comfyui-requirements.txt"
-    pip_install -r "$VENV/comfyui-requirements.txt" requests
+    comfyui_version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$COMFYUI_PATH/comfyui_version.py" 2>/dev/null || true)
 fi
+# 0.3.x imports torchaudio only in its audio nodes; later releases import it from comfy.sd, and the
+# newest torchaudio on the package index here is 2.11.0, which needs torch 2.11.0.
+if [ -n "$comfyui_version" ] && [[ "$comfyui_version" != 0.3.* ]]; then
+    torch_modules="torch, torchvision, torchaudio"
+    torch_pins=(torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0)
+else
+    torch_modules="torch, torchvision"
+    torch_pins=(torch==2.14.1 torchvision==0.29.1)
+fi
+
+has_torch() { "$1" -c "import $torch_modules" 2>/dev/null; }
+
+if [ -n "${MYV_TEST_VENV:-}" ]; then
+    VENV="$MYV_TEST_VENV"
+elif has_torch python3; then
+    VENV=""
+else
+    VENV=.venv
+fi
+if [ -n "$VENV" ]; then
+    "$VENV/bin/python" -c "" 2>/dev/null || { rm -rf "$VENV"; python3 -m venv "$VENV"; }
+    PY="$VENV/bin/python"
+else
+    PY="$(command -v python3)"
+fi
+echo "tests/run.sh: Python $PY; ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
+
+log="$(mktemp)"
+pip_install() {
+    "$PY" -m pip install -q --disable-pip-version-check "$@" 2>"$log" || { cat "$log"; exit 1; }
+}
+has_torch "$PY" || pip_install "${torch_pins[@]}"
+pip_install -r requirements.txt pytest
+if [ -n "${COMFYUI_PATH:-}" ]; then
+    # requests: imported by ComfyUI 0.3.64 without being listed.
+    grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > "$log.req"
+    pip_install -r "$log.req" requests
+fi
+rm -f "$log" "$log.req"
 exec "$PY" -m pytest tests "$@"

@@ -131,3 +131,15 @@ def test_operations_namespace_and_attention_function_are_used():
     with torch.no_grad():
         tt(torch.randn(1, 32, 5, 2, 2))
     assert calls == [torch.Size([4, 5, 32])] * 2  # attn1 and attn2, (b*h*w, frames, inner)
+
+
+def test_temporal_convolutions_pad_outside_the_convolution():
+    """The frame axis is padded (replicate) before each temporal Conv3d, which itself pads no frame:
+    a backend that ignores padding_mode (comfy.ops' cuDNN workaround) cannot zero-pad the edges."""
+    block = TemporalConvBlock(32)
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv3d)]
+    assert len(convs) == 5
+    for conv in convs:
+        assert conv.padding_mode == "zeros"
+        assert conv.padding[0] == 0
+        assert conv.padding[1:] == (conv.kernel_size[1] // 2, conv.kernel_size[2] // 2)

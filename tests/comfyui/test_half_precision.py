@@ -12,9 +12,11 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
 import comfy.sample
 import comfy.samplers
 
@@ -95,3 +97,109 @@ def test_temporal_group_norm_statistics_are_fp32_for_half_inputs(pack, dtype):
     # The input rounding alone (60 + n in half: ulp 2^-5 (fp16) / 2^-2 (bf16) at 60) dominates.
     ulp_in = 60.0 * torch.finfo(dtype).eps
     assert (got.float() - want).abs().max().item() <= 2 * ulp_in + 4 * torch.finfo(dtype).eps * want.abs().max().item()
+
+
+# --- What an NVIDIA GPU does in half precision, emulated on the CPU with ComfyUI's own switches ---
+
+dynamic_vram_only = pytest.mark.skipif(not hasattr(comfy.model_patcher, "ModelPatcherDynamic"),
+                                       reason="this ComfyUI has no dynamic VRAM (comfy-aimdo)")
+
+
+@pytest.fixture()
+def dynamic_vram(monkeypatch):
+    """ComfyUI 0.33 on an NVIDIA GPU with native fp16/bf16, as far as loading is concerned.
+
+    main.py sets comfy.memory_management.aimdo_enabled and makes CoreModelPatcher the dynamic
+    patcher when comfy-aimdo works (the dynamic patcher itself falls back to ModelPatcher on a CPU
+    load device); unet_manual_cast returns None where the GPU computes in the weight dtype.
+    """
+    import comfy.memory_management
+    monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", True)
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcherDynamic)
+    monkeypatch.setattr(comfy.model_management, "unet_manual_cast", lambda *args, **kwargs: None)
+
+
+def save_fp32_release(fixtures_dir, model_dir):
+    """The tiny model saved in float32, as the released model.ckpt is."""
+    from tiny_models import tiny_unet
+    save_file(tiny_unet(fixtures_dir), str(model_dir / "myv_tiny_fp32.safetensors"))
+    return "myv_tiny_fp32.safetensors"
+
+
+def parameter_dtypes(model):
+    from comfyui_makeyourvideo.nodes.patching import KEY
+    unet = {p.dtype for p in model.model.diffusion_model.parameters()}
+    temporal = {p.dtype for p in model.get_additional_models_with_key(KEY)[0].model.parameters()}
+    return unet, temporal
+
+
+# Max |eps(half) - eps(fp32)| / std(eps(fp32)), computing in half on the CPU, case t16: measured
+# 3.6e-3 (fp16) and 3.1e-2 (bf16) on ComfyUI 0.33.0, torch 2.11.0 (2026-12-01).
+HALF_COMPUTE_TOL = {"fp16": 0.02, "bf16": 0.1}
+
+
+@dynamic_vram_only
+@pytest.mark.parametrize("weight_dtype", ["fp16", "bf16"])
+def test_half_precision_step_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram, weight_dtype):
+    name = save_fp32_release(fixtures_dir, model_dir)
+    half = pack.nodes.loaders.MYVCheckpointLoader().load(name, weight_dtype)[0]
+    dtype = DTYPES[weight_dtype]
+    assert half.model.manual_cast_dtype is None
+    assert parameter_dtypes(half) == ({dtype}, {dtype})
+
+    reference = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
+    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
+    want = eps_of(reference, x[0], int(timesteps[0]), context[0])
+    got = eps_of(half, x[0], int(timesteps[0]), context[0])
+    assert torch.isfinite(got).all()
+    rel = ((got - want).abs().max() / want.std()).item()
+    assert rel <= HALF_COMPUTE_TOL[weight_dtype], f"{weight_dtype}: max |d eps| / std(eps) = {rel:.2e}"
+
+
+@dynamic_vram_only
+def test_temporal_module_loader_on_a_bf16_model_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram):
+    """The converter's fp32 temporal file on a bf16 5-channel MODEL: the temporal layers follow the MODEL."""
+    from comfyui_makeyourvideo.myv_core.checkpoint import split_checkpoint
+    from tiny_models import tiny_unet
+    parts = split_checkpoint(tiny_unet(fixtures_dir))
+    save_file(parts.temporal, str(model_dir / "myv_tiny_temporal.safetensors"))
+    base = pack.nodes.loaders.build_spatial_model(parts, torch.bfloat16)[0]
+    model = pack.nodes.loaders.MYVTemporalModuleLoader().load(base, "myv_tiny_temporal.safetensors")[0]
+    assert parameter_dtypes(model) == ({torch.bfloat16}, {torch.bfloat16})
+    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
+    assert torch.isfinite(eps_of(model, x[0], int(timesteps[0]), context[0])).all()
+
+
+def cudnn_convolution_on_cpu(calls):
+    """torch.cudnn_convolution's arithmetic on the CPU: numeric zero padding, no padding_mode."""
+    def convolution(input, weight, padding, stride, dilation, groups, benchmark, deterministic, allow_tf32):
+        calls.append(tuple(padding))
+        return torch.nn.functional.conv3d(input, weight, None, stride, padding, dilation, groups)
+    return convolution
+
+
+@pytest.mark.skipif(not hasattr(comfy.ops, "NVIDIA_MEMORY_CONV_BUG_WORKAROUND"),
+                    reason="this ComfyUI has no NVIDIA conv3d workaround")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_temporal_conv_edges_with_the_nvidia_conv3d_workaround(pack, cases, monkeypatch, dtype):
+    """comfy.ops' Conv3d calls torch.cudnn_convolution for half weights on cuDNN 9.10-9.14, passing only
+    the numeric padding: the edge frames of every frame must still match the official block."""
+    from comfyui_makeyourvideo.myv_core.temporal import TemporalConvBlock
+    calls = []
+    monkeypatch.setattr(comfy.ops, "NVIDIA_MEMORY_CONV_BUG_WORKAROUND", True)
+    monkeypatch.setattr(torch, "cudnn_convolution", cudnn_convolution_on_cpu(calls), raising=False)
+    prefix = "module.temporal_conv.weights."
+    weights = {k[len(prefix):]: v for k, v in cases.items() if k.startswith(prefix)}
+    block = TemporalConvBlock(64, dtype=dtype, operations=comfy.ops.disable_weight_init)
+    block.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
+    x, y = cases["module.temporal_conv.case.t20.x"], cases["module.temporal_conv.case.t20.y"]
+    with torch.no_grad():
+        got = block(x.to(dtype)).float()
+    assert len(calls) == 5  # every convolution of the block went through the workaround
+    per_frame = (got - y).abs().amax(dim=(0, 1, 3, 4))
+    interior = per_frame[1:-1].max()
+    # Half-precision rounding alone, as in the interior frames. Measured: at most 0.92 (fp16) and 1.11
+    # (bf16) eps * max|y| on every frame; with the padding inside the convolution the edges were 2.9,
+    # about 600 (fp16) and 75 (bf16) eps * max|y|.
+    assert max(per_frame[0], per_frame[-1]) <= 2 * interior, per_frame.tolist()
+    assert per_frame.max() <= 4 * torch.finfo(dtype).eps * y.abs().max()

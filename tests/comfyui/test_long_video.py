@@ -1,5 +1,7 @@
 """MYVLongVideoSampler and depth under windows, in an in-process ComfyUI with the tiny model."""
 
+import inspect
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -127,27 +129,70 @@ def test_invalid_settings(pack, base_and_video, window, context, latent_frames, 
         long_sample(pack, base_and_video[1], 10, window=window, context=context, latent_frames=latent_frames)
 
 
-def test_depth_is_sliced_per_core_context_window(pack, base_and_video):
-    """Core "Context Windows (Manual)", dim 0: every window's UNet call gets its own frames' depth.
+CONTEXT_WINDOW_OPTIONS = set(inspect.signature(ContextWindowsManualNode.execute).parameters)
+NEW_CONTEXT_WINDOWS = "causal_window_fix" in CONTEXT_WINDOW_OPTIONS  # ComfyUI 0.33 and later
+# The node's defaults for what 0.33 added (freenoise has no Python default there).
+NEW_DEFAULTS = {"freenoise": False} if NEW_CONTEXT_WINDOWS else {}
+new_context_windows_only = pytest.mark.skipif(not NEW_CONTEXT_WINDOWS, reason="this ComfyUI's context "
+                                              "windows have no causal_window_fix / freenoise")
 
-    ComfyUI 0.3.64's IndexListContextHandler.set_step compares the per-frame timesteps with the
-    step sigmas, which only works for a 4D frames-as-batch latent when steps + 1 == frames; the
-    test uses that setting (8 frames, 7 steps).
-    """
-    frames = 8
+
+def sample_with_context_windows(pack, model, frames, steps, length, overlap, **options):
+    """Sample through MYVApplyDepth + core "Context Windows (Manual)"; the UNet calls' window frames
+    (as ComfyUI's own window slicing gives them) and depth channels."""
     images = depth_clip(frames)
-    model = pack.nodes.depth.MYVApplyDepth().apply(base_and_video[1], images, "per_frame")[0]
-    model = ContextWindowsManualNode.execute(model, 4, 1, "standard_static", 1, False, "pyramid", 0).result[0]
+    model = pack.nodes.depth.MYVApplyDepth().apply(model, images, "per_frame")[0]
+    model = ContextWindowsManualNode.execute(model, length, overlap, "standard_static", 1, False, "pyramid", 0,
+                                             **options).result[0]
     seen = []
 
     def capture(executor, x, timesteps, context, y, control, transformer_options, *args, **kwargs):
-        seen.append((list(transformer_options["context_window"].index_list), x[:, 4].clone()))
+        window = transformer_options["context_window"]
+        index = window.get_tensor(torch.arange(frames), dim=0).tolist()
+        seen.append((index, x[:, 4].clone()))
         return executor(x, timesteps, context, y, control, transformer_options, *args, **kwargs)
 
     model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", capture)
-    comfy.sample.sample(model, torch.randn(frames, 4, SIZE, SIZE), frames - 1, 1.0, "euler", "normal", cond(1),
+    comfy.sample.sample(model, torch.randn(frames, 4, SIZE, SIZE), steps, 1.0, "euler", "normal", cond(1),
                         cond(2), torch.zeros(frames, 4, SIZE, SIZE), disable_pbar=True, seed=0)
-    expected = depth_to_latent(depth_from_image(images), SIZE, SIZE, "per_frame")[:, 0]
+    return seen, depth_to_latent(depth_from_image(images), SIZE, SIZE, "per_frame")[:, 0]
+
+
+def test_depth_is_sliced_per_core_context_window_with_defaults(pack, base_and_video):
+    """Core "Context Windows (Manual)" with its defaults, dim 0: every UNet call gets its own frames' depth.
+
+    ComfyUI 0.3.64's IndexListContextHandler.set_step compares the per-frame timesteps with the
+    step sigmas, which only works for a 4D frames-as-batch latent when steps + 1 == frames; 0.33 has
+    no such limit. With 0.33's default causal_window_fix every window after the first also carries
+    the frame before it, in front.
+    """
+    frames = 8 if not NEW_CONTEXT_WINDOWS else 20
+    steps, length = (7, 4) if frames == 8 else (3, 8)
+    seen, expected = sample_with_context_windows(pack, base_and_video[1], frames, steps, length, 1, **NEW_DEFAULTS)
     assert len({tuple(index) for index, _ in seen}) > 1
+    if NEW_CONTEXT_WINDOWS:
+        assert any(len(index) == 9 and index[0] == index[1] - 1 for index, _ in seen)  # an anchored window
     for index, channel in seen:
         assert torch.equal(channel, expected[index])
+
+
+@new_context_windows_only
+@pytest.mark.parametrize("causal_window_fix", [True, False])
+@pytest.mark.parametrize("freenoise", [True, False])
+def test_depth_follows_causal_window_fix_and_freenoise(pack, base_and_video, causal_window_fix, freenoise):
+    seen, expected = sample_with_context_windows(pack, base_and_video[1], 22, 2, 8, 2, freenoise=freenoise,
+                                                 causal_window_fix=causal_window_fix)
+    lengths = {len(index) for index, _ in seen}
+    assert lengths == ({8, 9} if causal_window_fix else {8})
+    for index, channel in seen:
+        assert torch.equal(channel, expected[index])
+
+
+def test_context_windows_off_the_frame_axis_are_refused(pack, base_and_video):
+    images = depth_clip(8)
+    model = pack.nodes.depth.MYVApplyDepth().apply(base_and_video[1], images, "per_frame")[0]
+    model = ContextWindowsManualNode.execute(model, 4, 1, "standard_static", 1, False, "pyramid", 2,
+                                             **NEW_DEFAULTS).result[0]
+    with pytest.raises(ValueError, match="set the context windows' dim to 0"):
+        comfy.sample.sample(model, torch.randn(8, 4, SIZE, SIZE), 7, 1.0, "euler", "normal", cond(1), cond(2),
+                            torch.zeros(8, 4, SIZE, SIZE), disable_pbar=True, seed=0)
