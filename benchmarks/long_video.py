@@ -1,14 +1,16 @@
-"""Long videos: chained windows (MYVLongVideoSampler) vs one pass (MYVVideoKSampler).
+"""Long videos: chained windows (MYVLongVideoSampler) vs core context windows vs one pass (MYVVideoKSampler).
 
     .venv/bin/python benchmarks/long_video.py [--frames 32 64 128] [--steps 2] [--cfg 7.5]
 
 A benchmark, not a test. Every (mode, frames) runs in a fresh subprocess with the tiny model through
 the real nodes in an in-process ComfyUI (CPU unless a GPU is there), and reports the peak memory
 growth of the run (CPU: resident set via VmHWM; CUDA: max_memory_allocated), the time per frame,
-the chained peak at each length over the chained peak at the shortest, and the seam metric of
+each mode's peak at each length over its peak at the shortest, and the seam metric of
 myv_core.chaining.seam_ratio (mean |frame-to-frame change| across window boundaries over the same
 inside windows; with the tiny random model it only shows that the metric runs, real weights are
-needed to judge seams).
+needed to judge seams). "core-windows" is MYV Apply Depth + core "Context Windows (Manual)" (dim 0,
+window/context as given, the node's other defaults, so ComfyUI 0.33's causal_window_fix) + core
+KSampler; its seams are taken where each window's overlap with the previous one ends.
 """
 
 import argparse
@@ -53,6 +55,38 @@ def decode(job):
     return {"seconds": seconds, "peak": peak, "memory": memory.how, "seams": None}
 
 
+def core_context_windows(pack, common, job):
+    """MYV Apply Depth + core Context Windows (Manual) + KSampler; the latents and the windows it ran."""
+    import inspect
+
+    import comfy.sample
+    from comfy.patcher_extension import WrappersMP
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    from myv_core.chaining import Window
+    model = pack.nodes.depth.MYVApplyDepth().apply(common["model"], common["depth"], common["normalize"])[0]
+    defaults = {"freenoise": False} if "freenoise" in inspect.signature(ContextWindowsManualNode.execute).parameters else {}
+    model = ContextWindowsManualNode.execute(model, job["window"], job["context"], "standard_static", 1, False,
+                                             "pyramid", 0, **defaults).result[0]
+    starts = set()
+
+    def record(executor, x, timesteps, context, y, control, transformer_options, *args, **kwargs):
+        window = transformer_options["context_window"]
+        starts.add((window.index_list[0], window.index_list[-1] + 1))
+        return executor(x, timesteps, context, y, control, transformer_options, *args, **kwargs)
+
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "benchmark", record)
+    frames, size = job["frames"], job["size"]
+    latent = torch.zeros(frames, 4, size, size)
+    noise = comfy.sample.prepare_noise(latent, common["seed"])
+    out = comfy.sample.sample(model, noise, common["steps"], common["cfg"], common["sampler_name"],
+                              common["scheduler"], common["positive"], common["negative"], latent,
+                              disable_pbar=True, seed=common["seed"])
+    windows = [Window(start, stop, min(job["context"], stop - start - 1) if start else 0)
+               for start, stop in sorted(starts)]
+    return out, windows
+
+
 def run(job):
     """One measurement in this process: returns seconds, peak bytes and (chained) the seam ratio."""
     device = job["device"]
@@ -86,13 +120,17 @@ def run(job):
             out = pack.nodes.long_video.MYVLongVideoSampler().sample(
                 latent_image={"samples": torch.zeros(1, 4, size, size)}, window_frames=job["window"],
                 context_frames=job["context"], **common)[0]["samples"]
+        elif job["mode"] == "core-windows":
+            out, windows = core_context_windows(pack, common, job)
         else:
             out = pack.nodes.sampling.MYVVideoKSampler().sample(
                 latent_image={"samples": torch.zeros(frames, 4, size, size)}, denoise=1.0, **common)[0]["samples"]
         sync(device)
         seconds = time.perf_counter() - start
         peak = memory.stop()
-    seams = seam_ratio(out, window_schedule(frames, job["window"], job["context"])) if job["mode"] == "chained" else None
+    if job["mode"] == "chained":
+        windows = window_schedule(frames, job["window"], job["context"])
+    seams = seam_ratio(out, windows) if job["mode"] != "one-pass" else None
     shutil.rmtree(models, ignore_errors=True)
     return {"seconds": seconds, "peak": peak, "memory": memory.how, "seams": seams}
 
@@ -121,7 +159,7 @@ def main():
           f"window {args.window}, context {args.context}, device {base['device']}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; one fresh process per row")
     rows = {}
-    modes = ("chained", "one-pass") + (("decode",) if args.decode_size else ())
+    modes = ("chained", "core-windows", "one-pass") + (("decode",) if args.decode_size else ())
     for frames in args.frames:
         for mode in modes:
             job = dict(base, mode=mode, frames=frames, **({"size": args.decode_size} if mode == "decode" else {}))
@@ -133,16 +171,16 @@ def main():
             print(f"  done {mode} {frames} frames ({rows[mode, frames]['seconds']:.1f} s)", flush=True)
 
     first = args.frames[0]
-    print(f"\n{'frames':>6}  {'mode':8}  {'s/frame':>8}  {'peak MiB':>9}  {'peak / peak@' + str(first):>14}  {'seam ratio':>10}")
+    print(f"\n{'frames':>6}  {'mode':12}  {'s/frame':>8}  {'peak MiB':>9}  {'peak / peak@' + str(first):>14}  {'seam ratio':>10}")
     for frames in args.frames:
         for mode in modes:
             r = rows[mode, frames]
             growth = r["peak"] / rows[mode, first]["peak"]
             seams = "" if r["seams"] is None else f"{r['seams']:.2f}"
-            print(f"{frames:>6}  {mode:8}  {r['seconds'] / frames:>8.3f}  {r['peak'] / 2**20:>9.0f}  "
+            print(f"{frames:>6}  {mode:12}  {r['seconds'] / frames:>8.3f}  {r['peak'] / 2**20:>9.0f}  "
                   f"{growth:>14.2f}  {seams:>10}")
     print(f"\npeak: memory growth during the run ({rows['chained', first]['memory']}); "
-          "seam ratio: myv_core.chaining.seam_ratio of the chained latents (1.0 = seams move like the rest).")
+          "seam ratio: myv_core.chaining.seam_ratio of the windowed latents (1.0 = seams move like the rest).")
     if args.decode_size:
         print(f"decode: core VAEDecode, SD VAE with random weights, latents {args.decode_size}x{args.decode_size} "
               f"({8 * args.decode_size}x{8 * args.decode_size} frames); ComfyUI sizes its frame batches to free memory.")

@@ -37,19 +37,28 @@ elif has_torch python3; then
 else
     VENV=.venv
 fi
-if [ -n "$VENV" ]; then
-    "$VENV/bin/python" -c "" 2>/dev/null || { rm -rf "$VENV"; python3 -m venv "$VENV"; }
-    PY="$VENV/bin/python"
-else
-    PY="$(command -v python3)"
-fi
-echo "tests/run.sh: Python $PY; ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
-
 log="$(mktemp)"
 pip_install() {
     "$PY" -m pip install -q --disable-pip-version-check "$@" 2>"$log" || { cat "$log"; exit 1; }
 }
-has_torch "$PY" || pip_install "${torch_pins[@]}"
+MARK=made-by-tests-run.sh
+make_venv() {  # only over nothing or over a venv this script made
+    if [ -e "$VENV" ] && [ ! -f "$VENV/$MARK" ]; then
+        echo "tests/run.sh: $VENV is not a working venv with torch, and this script did not make it: fix or remove it" >&2
+        exit 1
+    fi
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    touch "$VENV/$MARK"
+    pip_install "${torch_pins[@]}"
+}
+if [ -n "$VENV" ]; then
+    PY="$VENV/bin/python"
+    has_torch "$PY" || make_venv  # missing, broken, or built for another ComfyUI
+else
+    PY="$(command -v python3)"
+fi
+echo "tests/run.sh: Python $PY; ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
 pip_install -r requirements.txt pytest
 if [ -n "${COMFYUI_PATH:-}" ]; then
     # requests: imported by ComfyUI 0.3.64 without being listed.

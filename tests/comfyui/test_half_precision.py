@@ -203,3 +203,19 @@ def test_temporal_conv_edges_with_the_nvidia_conv3d_workaround(pack, cases, monk
     # about 600 (fp16) and 75 (bf16) eps * max|y|.
     assert max(per_frame[0], per_frame[-1]) <= 2 * interior, per_frame.tolist()
     assert per_frame.max() <= 4 * torch.finfo(dtype).eps * y.abs().max()
+
+
+@dynamic_vram_only
+def test_unet_and_temporal_layers_are_dynamic_models(pack, model_dir, fixtures_dir, dynamic_vram, monkeypatch):
+    """Both patchers come from CoreModelPatcher, the class core loaders use (ModelPatcherDynamic under
+    dynamic VRAM): load_models_gpu frees memory the dynamic way only when every model of the set,
+    additional models included, is dynamic."""
+    built = []
+
+    def core_model_patcher(model, *args, **kwargs):
+        built.append(type(model).__name__)
+        return comfy.model_patcher.ModelPatcher(model, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", core_model_patcher)
+    pack.nodes.loaders.MYVCheckpointLoader().load(save_fp32_release(fixtures_dir, model_dir), "bf16")
+    assert built == ["BaseModel", "TemporalLayers"]
