@@ -35,3 +35,20 @@ def model_dir(tmp_path, pack):
     folder_paths.add_model_folder_path("makeyourvideo", str(tmp_path), is_default=True)
     yield tmp_path
     folder_paths.folder_names_and_paths["makeyourvideo"][0].remove(str(tmp_path))
+
+
+@pytest.fixture()
+def unthrottled_progress(monkeypatch):
+    """comfy.utils.ProgressBar hands every update to the progress hook, as ComfyUI 0.3.64 does.
+
+    ComfyUI 0.33 throttles: an update reaches the hook only if PROGRESS_THROTTLE_MIN_INTERVAL (0.1 s)
+    has passed since the last one sent and it moved PROGRESS_THROTTLE_MIN_PERCENT (0.5 %) of the total;
+    the first, the last (value >= total) and those with a preview always go. Both limits are module
+    globals read at each update, so zero turns the throttling off. Yields whether ComfyUI throttles.
+    """
+    import comfy.utils
+    throttles = hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL")
+    if throttles:
+        monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0)
+        monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_PERCENT", 0.0)
+    yield throttles

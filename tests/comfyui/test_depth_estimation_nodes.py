@@ -116,7 +116,7 @@ def test_per_clip_and_smoothing_reach_the_output(pack, estimator_dir):
     assert flicker(smoothed) < flicker(per_frame)
 
 
-def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir):
+def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir, unthrottled_progress):
     estimator = load(pack)
     images = frames(5, 24, 24)
     calls = []
@@ -142,6 +142,23 @@ def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir)
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
     assert batches == [1, 2]  # the first batch finished, the second never started
+
+
+def test_progress_through_comfyuis_own_throttling(pack, estimator_dir):
+    """With ComfyUI's progress bar as it is (0.33 throttles, 0.3.64 does not), what reaches the hook
+    still counts frames of the right total, rises, starts at the first frame and ends at the last."""
+    estimator = load(pack)
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    try:
+        estimate(pack, estimator, frames(5, 24, 24), batch_size=2)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    values = [value for value, _ in calls]
+    assert {total for _, total in calls} == {5}, calls
+    assert values[0] == 1 and values[-1] == 5 and values == sorted(set(values)), calls
+    if not hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):  # no throttling: every frame
+        assert values == [1, 2, 3, 4, 5], calls
 
 
 def test_second_run_reuses_the_loaded_estimator(pack, estimator_dir, monkeypatch):

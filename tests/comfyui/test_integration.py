@@ -109,13 +109,18 @@ def test_base_model_untouched(pack, base, video_model):
     assert torch.equal(plain_sample(base), reference)
 
 
-def test_interrupted_run_leaves_nothing_behind(pack, base, video_model):
+def test_interrupted_run_leaves_nothing_behind(pack, base, video_model, unthrottled_progress):
+    """Cancelled at the 2nd of 3 steps (ComfyUI 0.33's progress throttling off, or that update would not
+    reach the hook and the cancel would land only at the last step)."""
     model = pack.nodes.depth.MYVApplyDepth().apply(video_model, depth_images(), "per_frame")[0]
     clean = ksampler(model, steps=3)
     plain = plain_sample(base)
 
+    reached = []
+
     def interrupt_at_second_step(value, total, preview, node_id=None):
         # what ComfyUI's server hook does: the progress update is where a cancel lands
+        reached.append(value)
         if value >= 2:
             comfy.model_management.interrupt_current_processing(True)
         comfy.model_management.throw_exception_if_processing_interrupted()
@@ -126,6 +131,7 @@ def test_interrupted_run_leaves_nothing_behind(pack, base, video_model):
             ksampler(model, steps=3)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
+    assert reached == [1, 2], reached
     assert temporal_modules(base) == 0
     assert torch.equal(plain_sample(base), plain)
     assert torch.equal(ksampler(model, steps=3), clean)

@@ -101,7 +101,9 @@ def test_per_clip_depth_uses_the_whole_clip(pack):
     assert got.max() < 1.0  # a window-local normalisation would reach 1
 
 
-def test_interruption_between_windows(pack, base_and_video):
+def test_interruption_between_windows(pack, base_and_video, unthrottled_progress):
+    """Cancelled when the first window's last step is reported (ComfyUI 0.33's progress throttling off,
+    or that update might not reach the hook)."""
     base, model = base_and_video
 
     def cancel_after_first_window(value, total, preview, node_id=None):

@@ -39,9 +39,23 @@ PROMPT_TIMEOUT = 300
 FRAMES = 4
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # ComfyUI 0.33 colours its log lines
+LEVEL_TAG = re.compile(r"^\[(DEBUG|DETAIL|INFO|WARNING|ERROR|CRITICAL)\] ")  # ... and prefixes them with their level
+
+
+def log_text(log_path):
+    """The server log without colour codes."""
+    return ANSI.sub("", log_path.read_text(errors="replace"))
+
+
+def log_lines(log_path):
+    """The server log's lines as the messages ComfyUI logged: colour codes and level tags removed."""
+    return [LEVEL_TAG.sub("", line) for line in log_text(log_path).splitlines()]
+
+
 def log_tail(log_path, chars=6000):
     try:
-        text = log_path.read_text(errors="replace")
+        text = log_text(log_path)
     except OSError as e:
         return f"<no server log: {e}>"
     return "\n--- server log (tail) ---\n" + text[-chars:]
@@ -215,7 +229,7 @@ def assert_success(server, entry, prefix, frames=FRAMES):
 
 def test_pack_nodes_registered(server):
     url, log_path, _ = server
-    log = log_path.read_text(errors="replace").splitlines()
+    log = log_lines(log_path)
     # ComfyUI's own comfy_extras files report "IMPORT FAILED: nodes_x.py" (e.g. the audio nodes
     # without the optional torchaudio); any other IMPORT FAILED line is a custom node's.
     failed = [line for line in log if "IMPORT FAILED" in line and not re.fullmatch(r"IMPORT FAILED: \w+\.py", line.strip())]

@@ -3,10 +3,16 @@
 - every node type of every UI workflow exists in /object_info (frontend-only Note nodes aside);
 - each node's widgets_values line up with its widget inputs, positionally, as the browser reads them
   (frontend-only values accounted for: control_after_generate after seed widgets, the upload
-  button value after upload combos);
-- every link's type agrees with its source output and its target input;
+  button value after upload combos; a dynamic combo's value is followed by the widgets of the option
+  it selects, named "<combo>.<input>", as ComfyUI 0.33's frontend 1.49.6 lays them out), and
+  widgets_values_named, where present, names them the same;
+- every link's type agrees with its source output and its target input, and every node keeps the
+  output slots its definition has;
 - each API twin (<name>_api.json) equals the UI file converted here (widget values by name in order,
   links as [source id, slot], frontend-only values and nodes dropped);
+- the files are what ComfyUI 0.33's browser saves (primary); on an older server (0.3.64) the few
+  values and inputs that 0.33 added to core video nodes (NEWER_CORE) are the only allowed extras:
+  the older browser ignores values past its widgets, the older server the inputs it does not define;
 - the API twins run end to end on a tiny random checkpoint, a tiny depth estimator and a generated
   64x64 clip, and their SaveVideo files decode to the expected number of frames;
 - scripts/run_workflow.py: the self-check run, and its refusals (missing model, port taken,
@@ -40,6 +46,15 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_
 FILE_WIDGETS = {("MYVCheckpointLoader", "ckpt_name"), ("MYVDepthEstimatorLoader", "model_name"),
                 ("LoadVideo", "file"), ("LoadImage", "image")}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose selected option brings its own inputs (ComfyUI 0.33)
+# Core nodes that ComfyUI 0.33 gave more than 0.3.64 knows, so that a workflow saved by 0.33's browser
+# carries, on an older server: `values` more widgets_values than the older browser reads (it assigns
+# them positionally and ignores the rest) and API `inputs` the older server does not define (it
+# validates and passes on only the inputs it defines). Nothing else may be extra anywhere.
+NEWER_CORE = {
+    "CreateVideo": {"values": 1, "inputs": {"bit_depth"}},   # bit_depth (0.33)
+    "SaveVideo": {"values": 1, "inputs": {"format.codec"}},  # format's codec (0.33), then the hidden legacy codec
+}
 CLIP_FRAMES = 12  # the generated test clip; stride 2 keeps 6
 ESTIMATOR = "tiny_dpt/model.safetensors"
 
@@ -60,69 +75,123 @@ def input_names(info):
 
 def is_widget(spec):
     kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO
 
 
-def widget_slots(info):
-    """[(input name or None, spec)] in the order of a node's widgets_values; None marks a frontend-only
+def spec_options(spec):
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def widget_entries(name, spec):
+    """The widgets_values one widget input takes: [(name, spec)], then (None, kind) for a frontend-only
     value (control_after_generate after a seed, the upload button after an upload combo)."""
-    slots = []
-    for name in input_names(info):
-        spec = input_spec(info, name)
-        if not is_widget(spec):
-            continue
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        slots.append((name, spec))
-        if spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
-            slots.append((None, "control_after_generate"))
-        if any(options.get(flag) for flag in UPLOAD_FLAGS):
-            slots.append((None, "upload"))
-    return slots
+    options = spec_options(spec)
+    entries = [(name, spec)]
+    if spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
+        entries.append((None, "control_after_generate"))
+    if any(options.get(flag) for flag in UPLOAD_FLAGS):
+        entries.append((None, "upload"))
+    return entries
+
+
+def selected_inputs(spec, key):
+    """[(name, spec)] of the inputs a dynamic combo's option `key` brings, required first, as the browser
+    adds them; [] for an unknown key."""
+    for option in spec_options(spec).get("options", []):
+        if option.get("key") == key:
+            inputs = option.get("inputs") or {}
+            return [(name, sub) for section in ("required", "optional")
+                    for name, sub in (inputs.get(section) or {}).items()]
+    return []
 
 
 def combo_options(spec):
     if isinstance(spec[0], list):
         return spec[0]
-    return (spec[1] if len(spec) > 1 else {}).get("options", [])
+    if spec[0] == DYNAMIC_COMBO:
+        return [option.get("key") for option in spec_options(spec).get("options", [])]
+    return spec_options(spec).get("options", [])
+
+
+def read_widgets(node, info):
+    """How the browser assigns a UI node's widgets_values: ([(input name or None, spec, value)], widgets
+    left without a value, values left over). Positional over the node's widgets in input order; a
+    dynamic combo's value puts the widgets of the option it selects right after it ("<combo>.<input>")."""
+    linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None and "widget" in i}
+    pending = [e for name in input_names(info) if name not in linked and is_widget(input_spec(info, name))
+               for e in widget_entries(name, input_spec(info, name))]
+    values = list(node.get("widgets_values") or [])
+    read = []
+    while pending and values:
+        name, spec = pending.pop(0)
+        value = values.pop(0)
+        read.append((name, spec, value))
+        if name is not None and spec[0] == DYNAMIC_COMBO:
+            pending[0:0] = [e for sub, sub_spec in selected_inputs(spec, value) if is_widget(sub_spec)
+                            for e in widget_entries(f"{name}.{sub}", sub_spec)]
+    return read, pending, values
+
+
+def widget_name(name, spec):
+    return name if name is not None else spec  # frontend-only widgets: "control_after_generate", "upload"
+
+
+def value_problem(node_type, name, spec, value):
+    """What is wrong with one widget value (None if nothing)."""
+    options = spec_options(spec)
+    kind = spec[0]
+    if kind == "INT":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "FLOAT":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind == "STRING":
+        ok = isinstance(value, str)
+    elif kind == "BOOLEAN":
+        ok = isinstance(value, bool)
+    elif (node_type, name) in FILE_WIDGETS:
+        ok = isinstance(value, str) and value != ""
+    else:
+        ok = value in combo_options(spec)
+    if not ok:
+        is_combo = not isinstance(kind, str) or kind not in WIDGET_TYPES or kind == "COMBO"
+        return f"{value!r} does not fit {'COMBO' if is_combo else kind} {combo_options(spec)[:8] if is_combo else ''}"
+    if kind in ("INT", "FLOAT"):
+        if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
+            return f"{value} outside [{options.get('min')}, {options.get('max')}]"
+    return None
 
 
 def widget_problems(node, info):
     """What is wrong with one UI node's widgets_values against its /object_info entry ([] if nothing)."""
-    node_type, values = node["type"], node.get("widgets_values", [])
-    linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None and "widget" in i}
-    slots = [s for s in widget_slots(info) if s[0] not in linked]
-    if len(values) != len(slots):
-        return [f"{node_type} #{node['id']}: {len(values)} widgets_values {values} for {len(slots)} widgets "
-                f"{[s[0] or s[1] for s in slots]}"]
+    node_type, values = node["type"], node.get("widgets_values") or []
+    read, missing, extra = read_widgets(node, info)
     problems = []
-    for value, (name, spec) in zip(values, slots):
-        where = f"{node_type} #{node['id']}.{name or spec}"
+    if missing:
+        names = [widget_name(name, spec) for name, spec, _ in read] + [widget_name(*e) for e in missing]
+        problems.append(f"{node_type} #{node['id']}: {len(values)} widgets_values {values} for {len(names)} widgets "
+                        f"{names}")
+    newer = NEWER_CORE.get(node_type)
+    older_server = newer and not newer["inputs"] <= accepted_inputs(info, {n: v for n, _, v in read if n is not None})
+    if extra and not (older_server and len(extra) == newer["values"]):
+        problems.append(f"{node_type} #{node['id']}: {len(values)} widgets_values {values} for {len(read)} widgets "
+                        f"{[widget_name(name, spec) for name, spec, _ in read]}")
+    for name, spec, value in read:
+        where = f"{node_type} #{node['id']}.{widget_name(name, spec)}"
         if name is None:
             ok = value in CONTROL_VALUES if spec == "control_after_generate" else value == "image"
             if not ok:
                 problems.append(f"{where}: frontend-only value {value!r}")
             continue
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        kind = spec[0]
-        if kind == "INT":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind == "FLOAT":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif kind == "STRING":
-            ok = isinstance(value, str)
-        elif kind == "BOOLEAN":
-            ok = isinstance(value, bool)
-        elif (node_type, name) in FILE_WIDGETS:
-            ok = isinstance(value, str) and value != ""
-        else:
-            ok = value in combo_options(spec)
-        if not ok:
-            problems.append(f"{where}: {value!r} does not fit {kind if not isinstance(kind, list) else 'COMBO'} "
-                            f"{combo_options(spec)[:8] if not isinstance(kind, str) or kind == 'COMBO' else ''}")
-            continue
-        if kind in ("INT", "FLOAT"):
-            if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
-                problems.append(f"{where}: {value} outside [{options.get('min')}, {options.get('max')}]")
+        problem = value_problem(node_type, name, spec, value)
+        if problem:
+            problems.append(f"{where}: {problem}")
+    named = node.get("widgets_values_named")
+    if named is not None:  # the browser writes it beside widgets_values: every widget by name, same order
+        if list(named.values()) != values:
+            problems.append(f"{node_type} #{node['id']}: widgets_values_named {named} != widgets_values {values}")
+        elif not missing and not extra and list(named) != [widget_name(name, spec) for name, spec, _ in read]:
+            problems.append(f"{node_type} #{node['id']}: widgets_values_named names {list(named)}, the widgets are "
+                            f"{[widget_name(name, spec) for name, spec, _ in read]}")
     return problems
 
 
@@ -135,26 +204,35 @@ def ui_to_api(workflow, object_info):
             continue
         assert node.get("mode", 0) == 0, f"node #{node['id']} is muted or bypassed: not supported here"
         info = object_info[node["type"]]
-        inputs = {}
-        linked = {}
+        read, missing, _ = read_widgets(node, info)
+        assert not missing, \
+            f"{node['type']} #{node['id']}: no widgets_values left for {[widget_name(*e) for e in missing]}"
+        inputs = {name: value for name, _, value in read if name is not None}
         for socket in node.get("inputs", []):
             if socket.get("link") is not None:
                 _, src, slot, _, _, _ = links[socket["link"]]
-                linked[socket["name"]] = [str(src), slot]
-        values = iter(node.get("widgets_values", []))
-        for name, _ in widget_slots(info):
-            if name in linked:
-                continue
-            value = next(values)
-            if name is not None:
-                inputs[name] = value
-        for name in input_names(info):  # links, then widgets, in the node's input order
-            if name in linked:
-                inputs[name] = linked[name]
-        ordered = {name: inputs[name] for name in input_names(info) if name in inputs}
+                inputs[socket["name"]] = [str(src), slot]
+        order = [n for name in input_names(info) for n in [name] + [k for k in inputs if k.startswith(name + ".")]]
+        ordered = {name: inputs[name] for name in order if name in inputs}
+        assert set(ordered) == set(inputs), f"{node['type']} #{node['id']}: {sorted(set(inputs) - set(ordered))}"
         api[str(node["id"])] = {"inputs": ordered, "class_type": node["type"],
                                 "_meta": {"title": node.get("title") or info.get("display_name") or node["type"]}}
     return api
+
+
+def accepted_inputs(info, inputs):
+    """The input names a server reads from an API node: its inputs, and those of each dynamic combo's
+    selected option ("<combo>.<input>", nested)."""
+    names = set()
+
+    def walk(entries, prefix):
+        for name, spec in entries:
+            full = prefix + name
+            names.add(full)
+            if spec[0] == DYNAMIC_COMBO and full in inputs:
+                walk(selected_inputs(spec, inputs[full]), full + ".")
+    walk([(name, input_spec(info, name)) for name in input_names(info)], "")
+    return names
 
 
 # ---------------------------------------------------------------- fixtures
@@ -281,6 +359,14 @@ def test_links_agree_with_sockets(path, object_info):
         if node["type"] in FRONTEND_ONLY:
             continue
         info = object_info[node["type"]]
+        # every output slot of the definition, in order; slots past it (an older server's view of a
+        # newer node's outputs) must be unconnected
+        saved = node.get("outputs") or []
+        if [o["type"] for o in saved[:len(info["output"])]] != list(info["output"]):
+            problems.append(f"{node['type']} #{node['id']}: output slots {[o['type'] for o in saved]}, "
+                            f"the node has {info['output']}")
+        if any(o.get("links") for o in saved[len(info["output"]):]):
+            problems.append(f"{node['type']} #{node['id']}: links from output slots the node does not have")
         connected = {s["name"] for s in node.get("inputs", []) if s.get("link") is not None}
         required = [n for n in info.get("input_order", {}).get("required", []) if not is_widget(input_spec(info, n))]
         unconnected = [n for n in required if n not in connected]
@@ -293,16 +379,29 @@ def test_links_agree_with_sockets(path, object_info):
 def test_api_twin_equals_the_ui_file(path, object_info):
     expected = ui_to_api(load(path), object_info)
     twin = load(WORKFLOWS / f"{path.stem}_api.json")
-    strip = lambda graph: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in graph.items()}  # noqa: E731
-    assert strip(twin) == strip(expected)
+    twin, expected = ({k: {"class_type": v["class_type"], "inputs": dict(v["inputs"])} for k, v in graph.items()}
+                      for graph in (twin, expected))
+    for node_id, node in twin.items():  # on an older server: the inputs of NEWER_CORE it ignores
+        if node["class_type"] not in object_info:
+            continue
+        unknown = set(node["inputs"]) - accepted_inputs(object_info[node["class_type"]], node["inputs"])
+        ignored = unknown & NEWER_CORE.get(node["class_type"], {}).get("inputs", set())
+        assert not any(isinstance(node["inputs"][name], list) for name in ignored), f"#{node_id}: links in {ignored}"
+        for name in ignored:
+            del node["inputs"][name]
+    assert twin == expected
 
 
 def test_the_widget_check_catches_misaligned_values(object_info):
     """The checks above would fail on the usual breakages: a lost control_after_generate, a widget
-    added to a node without the workflow following, a value of the wrong type, an unknown option."""
+    added to a node without the workflow following, a value of the wrong type, an unknown option, a
+    codec the chosen format does not offer, misnamed widgets_values_named."""
     nodes = {n["type"]: n for n in load(WORKFLOWS / "myv_video_rerender.json")["nodes"]}
     sampler, select = nodes["MYVVideoKSampler"], nodes["MYVSelectFrames"]
-    assert not widget_problems(sampler, object_info["MYVVideoKSampler"])
+    save, create = nodes["SaveVideo"], nodes["CreateVideo"]
+    for node in (sampler, select, save, create):
+        assert not widget_problems(node, object_info[node["type"]]), node
+    dynamic_format = input_spec(object_info["SaveVideo"], "format")[0] == DYNAMIC_COMBO
     broken = [
         (sampler, lambda v: v.pop(1)),                     # control_after_generate dropped
         (sampler, lambda v: v.append("per_clip")),          # one value too many
@@ -310,11 +409,21 @@ def test_the_widget_check_catches_misaligned_values(object_info):
         (sampler, lambda v: v.__setitem__(2, 7.5)),         # steps as a float
         (select, lambda v: v.__setitem__(1, 0)),            # stride below its min
         (nodes["LoadVideo"], lambda v: v.pop()),            # upload button value dropped
+        (create, lambda v: v.append(8)),                    # more values than even 0.33 saves
+        (save, lambda v: v.__setitem__(slice(1, 3), ["webm", "h264"])),  # 0.33: webm has no h264; 0.3.64: no webm
     ]
+    if dynamic_format:  # 0.33's layout: format, format's codec, the hidden legacy codec
+        broken += [(save, lambda v: v.pop()), (save, lambda v: v.append("auto")),
+                   (create, lambda v: v.__setitem__(1, 12))]  # bit_depth above its max
     for node, damage in broken:
         node = copy.deepcopy(node)
+        node.pop("widgets_values_named", None)  # the positional reading alone must catch it
         damage(node["widgets_values"])
         assert widget_problems(node, object_info[node["type"]]), f"not caught: {node['type']} {node['widgets_values']}"
+    misnamed = copy.deepcopy(sampler)
+    misnamed["widgets_values_named"] = {("step" if k == "steps" else k): v
+                                        for k, v in misnamed["widgets_values_named"].items()}
+    assert widget_problems(misnamed, object_info["MYVVideoKSampler"])
 
 
 def test_official_defaults_in_the_rerender_workflow():
