@@ -283,4 +283,3 @@ def cast_state_dict(sd, dtype):
     tensors of the state dict as they are, so an fp32 file would leave fp32 Linears in an fp16 model.
     """
     return {k: v.to(dtype) for k, v in sd.items()}
-
