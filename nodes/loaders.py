@@ -15,7 +15,12 @@ from ..myv_core.checkpoint import CheckpointError, cast_state_dict, load_checkpo
 from .patching import attach_temporal, model_patcher_class
 
 MODEL_FOLDER = "makeyourvideo"
-WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# The fp8 entries store the weights in fp8 and compute in the manual-cast dtype, as core "Load
+# Diffusion Model" does; "_fast" also lets ComfyUI use fp8 matrix multiplication where the GPU has it.
+WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+                 "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+                 "fp8_e5m2": torch.float8_e5m2}
+FAST_FP8 = "fp8_e4m3fn_fast"
 
 
 def register_model_folder(name, extensions):
@@ -67,11 +72,12 @@ def sd2_unet_config(config):
     }
 
 
-def build_spatial_model(parts, weight_dtype):
+def build_spatial_model(parts, weight_dtype, fp8_optimizations=False):
     """The SD2 UNet as a ComfyUI ModelPatcher, configured from the weights, not from detection."""
     config = parts.config
     model_config = comfy.supported_models.SD20(sd2_unet_config(config))
     model_config.unet_config["num_head_channels"] = config.head_dim  # SD20 forces 64
+    model_config.optimizations["fp8"] = fp8_optimizations
     parameters = sum(v.numel() for v in parts.unet.values()) + sum(v.numel() for v in parts.temporal.values())
     load_device = comfy.model_management.get_torch_device()
     dtype = weight_dtype or comfy.model_management.unet_dtype(
@@ -117,7 +123,10 @@ class MYVCheckpointLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "ckpt_name": (model_files(), {"tooltip": f"model.ckpt (or .safetensors) in models/{MODEL_FOLDER}/ or models/checkpoints/"}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto"}),
+            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip":
+                             "auto: what ComfyUI picks for this device. fp8_*: a quarter of fp32's weight "
+                             "memory, computing in fp16/bf16; _fast also uses fp8 matrix multiplication "
+                             "on GPUs that have it."}),
         }}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -127,7 +136,7 @@ class MYVCheckpointLoader:
 
     def load(self, ckpt_name, weight_dtype):
         parts = load_checkpoint(model_path(ckpt_name))
-        base, model_config = build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype])
+        base, model_config = build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8)
         model = attach_temporal(base, parts.temporal)
         return model, build_clip(parts, model_config, ckpt_name), build_vae(parts, model_config, ckpt_name)
 

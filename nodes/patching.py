@@ -79,7 +79,8 @@ def temporal_patcher(temporal_sd, model):
     in its manual-cast dtype."""
     base = model.model
     dtype = base.get_dtype()
-    operations = comfy.ops.pick_operations(dtype, base.manual_cast_dtype)
+    operations = comfy.ops.pick_operations(dtype, base.manual_cast_dtype,
+                                           fp8_optimizations=base.model_config.optimizations.get("fp8", False))
     offload = comfy.model_management.unet_offload_device()
     layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
     layers.load_state_dict(cast_state_dict(temporal_sd, dtype), strict=True)

@@ -219,3 +219,46 @@ def test_unet_and_temporal_layers_are_dynamic_models(pack, model_dir, fixtures_d
     monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", core_model_patcher)
     pack.nodes.loaders.MYVCheckpointLoader().load(save_fp32_release(fixtures_dir, model_dir), "bf16")
     assert built == ["BaseModel", "TemporalLayers"]
+
+
+FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+# Max |eps(fp8 weights) - eps(fp32)| / std(eps(fp32)), case t16, computing in fp32 (CPU manual cast):
+# measured 0.19 (e4m3fn, 3 mantissa bits) and 0.33 (e5m2, 2 bits) on ComfyUI 0.33.0 and 0.3.64
+# (2026-12-01); 0.19 with bf16 compute under emulated dynamic VRAM. The tiny random model's weights
+# are all of one scale, so this is the rounding of every weight, not a quality figure.
+FP8_TOL = {"fp8_e4m3fn": 0.3, "fp8_e4m3fn_fast": 0.3, "fp8_e5m2": 0.5}
+
+
+def eps_error(reference, model, cases):
+    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
+    want = eps_of(reference, x[0], int(timesteps[0]), context[0])
+    got = eps_of(model, x[0], int(timesteps[0]), context[0])
+    assert torch.isfinite(got).all()
+    return ((got - want).abs().max() / want.std()).item()
+
+
+@pytest.mark.parametrize("weight_dtype", list(FP8))
+def test_fp8_weights_compute_in_the_manual_cast_dtype(pack, model_dir, fixtures_dir, cases, weight_dtype):
+    """fp8 storage for every UNet and temporal weight, computing in fp32 on the CPU (manual cast)."""
+    name = save_fp32_release(fixtures_dir, model_dir)
+    model = pack.nodes.loaders.MYVCheckpointLoader().load(name, weight_dtype)[0]
+    assert parameter_dtypes(model) == ({FP8[weight_dtype]}, {FP8[weight_dtype]})
+    assert model.model.manual_cast_dtype == torch.float32
+    assert model.model.model_config.optimizations["fp8"] == (weight_dtype == "fp8_e4m3fn_fast")
+    reference = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
+    rel = eps_error(reference, model, cases)
+    assert rel <= FP8_TOL[weight_dtype], f"{weight_dtype}: max |d eps| / std(eps) = {rel:.2e}"
+
+
+@dynamic_vram_only
+def test_fp8_weights_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram, monkeypatch):
+    """A GPU without fp8 compute: fp8 weights, bf16 compute (unet_manual_cast's answer there)."""
+    monkeypatch.setattr(comfy.model_management, "unet_manual_cast",
+                        lambda dtype, *args, **kwargs: None if dtype in DTYPES.values() else torch.bfloat16)
+    name = save_fp32_release(fixtures_dir, model_dir)
+    model = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp8_e4m3fn")[0]
+    assert parameter_dtypes(model) == ({torch.float8_e4m3fn}, {torch.float8_e4m3fn})
+    assert model.model.manual_cast_dtype == torch.bfloat16
+    reference = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
+    rel = eps_error(reference, model, cases)
+    assert rel <= FP8_TOL["fp8_e4m3fn"] + HALF_COMPUTE_TOL["bf16"]
