@@ -1,0 +1,85 @@
+"""torch.compile through ComfyUI's own wrapper (what core "TorchCompileModel" calls).
+
+comfy_api.torch_helpers.set_torch_compile_wrapper compiles the diffusion model when sampling
+starts. Inside it run the pack's forward_timestep_embed patch and the temporal layers, injected
+into the UNet for the run and ejected afterwards. These tests fail when something of the pack makes
+dynamo break the graph, or recompile on a rerun of the same shape or at every step. The backend is
+dynamo with the plain eager runner: graph breaks and recompiles are dynamo's decisions, and skipping
+inductor's code generation keeps the tests to seconds on a CPU. ComfyUI's attention is its SDPA
+function here, what it picks on a GPU (the CPU default splits attention in Python loops).
+"""
+
+import pytest
+import torch
+
+import comfy.ldm.modules.attention
+import comfy.sample
+from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+from tiny_models import tiny_unet
+
+SIZE = 8
+
+
+@pytest.fixture()
+def sdpa_attention(monkeypatch):
+    monkeypatch.setattr(comfy.ldm.modules.attention, "optimized_attention",
+                        comfy.ldm.modules.attention.attention_pytorch)
+
+
+@pytest.fixture()
+def graphs():
+    """A dynamo backend that counts the graphs it is handed, with dynamo's caches and counters reset."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = []
+
+    def backend(gm, example_inputs):
+        compiled.append(gm)
+        return gm.forward
+
+    yield backend, compiled
+    torch._dynamo.reset()
+
+
+def video_model(pack, model_dir, fixtures_dir, frames):
+    from safetensors.torch import save_file
+    save_file(tiny_unet(fixtures_dir), str(model_dir / "tiny.safetensors"))
+    model = pack.nodes.loaders.MYVCheckpointLoader().load("tiny.safetensors", "fp32")[0]
+    depth = torch.rand(frames, 8 * SIZE, 8 * SIZE, 3, generator=torch.Generator().manual_seed(0))
+    return pack.nodes.depth.MYVApplyDepth().apply(model, depth, "per_frame")[0]
+
+
+def sample(model, frames, steps=2, cfg=1.0):
+    g = torch.Generator().manual_seed(1)
+    cond = [[torch.randn(1, 77, 64, generator=g), {}]]
+    latent = torch.zeros(frames, 4, SIZE, SIZE)
+    noise = torch.randn(latent.shape, generator=g)
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", cond, cond, latent,
+                               disable_pbar=True, seed=0)
+
+
+def test_one_graph_and_no_recompile_on_rerun(pack, model_dir, fixtures_dir, sdpa_attention, graphs):
+    import torch._dynamo
+    backend, compiled = graphs
+    model = video_model(pack, model_dir, fixtures_dir, 8)
+    eager = sample(model, 8)
+    set_torch_compile_wrapper(model, backend=backend, dynamic=False)
+    first = sample(model, 8)
+    breaks = dict(torch._dynamo.utils.counters["graph_break"])
+    assert not breaks, f"graph breaks: {breaks}"
+    assert len(compiled) == 1  # one graph for the whole UNet, every step after the first reuses it
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        second = sample(model, 8)  # the temporal layers were ejected and injected again in between
+    assert len(compiled) == 1
+    assert torch.allclose(first, eager, atol=1e-5) and torch.equal(first, second)
+
+
+def test_cfg_batch_compiles_once(pack, model_dir, fixtures_dir, sdpa_attention, graphs):
+    """cond and uncond in one UNet call (two videos): still one graph, reused at every step."""
+    backend, compiled = graphs
+    model = video_model(pack, model_dir, fixtures_dir, 8)
+    set_torch_compile_wrapper(model, backend=backend, dynamic=False)
+    sample(model, 8, steps=3, cfg=3.0)
+    assert len(compiled) == 1
