@@ -6,6 +6,7 @@ under their official names, the VAE, the text encoder, the depth network, the di
 buffers and any EMA copy. Every key lands in exactly one part, or the split fails naming the rest.
 """
 
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from . import safe_pickle
 from .config import UNetConfig, derive_config, is_temporal_key, submodule_of, temporal_transformer_prefixes
 
 UNET_PREFIX = "model.diffusion_model."
@@ -40,7 +42,7 @@ class CheckpointError(ValueError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A pickle holding more than tensors: refused, never unpickled."""
+    """A pickle that would run code if unpickled normally: refused, nothing of it run."""
 
 
 class NotMakeYourVideoError(CheckpointError):
@@ -56,7 +58,13 @@ def _describe(path):
 
 
 def load_state_dict(path):
-    """Tensors of a .safetensors or weights-only pickle file, with Lightning/DeepSpeed nesting removed."""
+    """Tensors of a .safetensors file or a torch.save pickle, with Lightning/DeepSpeed nesting removed.
+
+    The one reader of weights for every path (loader nodes, converter, depth estimator loader). A
+    pickle is read by safe_pickle: its tensors come back memory-mapped, everything else it holds
+    (training state, hyper-parameters, numpy scalars, ...) is replaced by inert stand-ins and
+    dropped, and nothing in the file is imported or called.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{_describe(path)} does not exist: check the file name and folder.")
@@ -76,27 +84,69 @@ def load_state_dict(path):
 
 
 def _load_pickle(path):
+    """The object pickled in a torch.save file, read by safe_pickle: tensors real, nothing else run."""
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # zip archive / pickle protocol 2+
         raise CheckpointError(f"{_describe(path)} is not a checkpoint at all (neither a PyTorch zip archive nor "
                               "a pickle): check that you picked the right file, or fetch it again.")
+    is_zip = head.startswith(b"PK")
+    if is_zip and _is_torchscript(path):
+        raise CheckpointError(f"{_describe(path)} is not a checkpoint at all but a TorchScript program "
+                              "(torch.jit.save), which the pack never loads: pick the checkpoint file itself.")
+    if _torch_forces_weights_only():
+        return _load_weights_only(path, is_zip)
     try:
-        # Lightning checkpoints store hyper-parameters that contain sets; nothing else is allowed.
-        with torch.serialization.safe_globals([set]):
-            return torch.load(path, map_location="cpu", weights_only=True,
-                              mmap=zipfile.is_zipfile(path))
+        # The zip archive is memory-mapped: tensors are views of the file, read as they are used.
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=is_zip, pickle_module=safe_pickle)
+    except safe_pickle.RefusedGlobal as e:
+        raise UnsafeCheckpointError(
+            f"{_describe(path)} was refused: its pickle names {e.global_name}, which runs code when a "
+            "pickle is loaded. A training run never writes that, so the file was made to attack whoever "
+            "loads it; nothing in it was run. Delete it and use the original release file, or a "
+            ".safetensors copy from someone you trust.") from None
+    except safe_pickle.ForbiddenOperation as e:
+        raise UnsafeCheckpointError(
+            f"{_describe(path)} was refused: its pickle {e}, which no checkpoint needs; nothing in it was "
+            "run. Use the original release file, or a .safetensors copy from someone you trust.") from None
+    except Exception as e:  # torch reports damaged files as RuntimeError, KeyError, EOFError, ...
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path, error):
+    detail = str(error).splitlines()[0][:160] if str(error) else "no detail"
+    return CheckpointError(
+        f"{_describe(path)} could not be read as a PyTorch checkpoint ({type(error).__name__}: {detail}): it is "
+        "truncated, corrupt or not a checkpoint at all; fetch it again.")
+
+
+def _is_torchscript(path):
+    """A torch.jit.save archive (torch.load would hand it to torch.jit.load): it has constants.pkl."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as e:  # e.g. truncated: torch could not read it either
+        raise _unreadable(path, e) from None
+    return any(name.split("/", 1)[-1] == "constants.pkl" for name in names)
+
+
+def _torch_forces_weights_only():
+    # torch.load then reads every pickle with its own weights-only unpickler and refuses any pickle_module.
+    return os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0") in ("1", "y", "yes", "true")
+
+
+def _load_weights_only(path, is_zip):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"{_describe(path)} was refused: it contains pickled Python objects other than tensors, "
-            f"and loading those could run code ({_unpickler_reason(e)}). This pack never unpickles "
-            "objects. Use the original release file, or a .safetensors copy made with "
-            "`python -m myv_core.convert` by someone you trust.") from None
-    except Exception as e:  # torch reports damaged files as RuntimeError, KeyError, EOFError, ...
-        raise CheckpointError(
-            f"{_describe(path)} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}): it is truncated, corrupt "
-            "or not a checkpoint at all; fetch it again.") from None
+            f"{_describe(path)} was refused: it contains pickled Python objects other than tensors "
+            f"({_unpickler_reason(e)}), and TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, so PyTorch reads pickles "
+            "only with its weights-only unpickler. Unset the variable (the pack's own reader returns only "
+            "the tensors and runs nothing from a file), or convert the file once with "
+            "`python -m myv_core.convert` in a shell without it.") from None
+    except Exception as e:
+        raise _unreadable(path, e) from None
 
 
 def _unpickler_reason(error):

@@ -59,7 +59,7 @@ else
     PY="$(command -v python3)"
 fi
 echo "tests/run.sh: Python $PY; ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
-pip_install -r requirements.txt pytest
+pip_install -r requirements.txt -r tests/requirements.txt
 if [ -n "${COMFYUI_PATH:-}" ]; then
     # requests: imported by ComfyUI 0.3.64 without being listed.
     grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > "$log.req"

@@ -1,8 +1,14 @@
 """Splitting, deriving and converting checkpoints; every bad-input case gets its own message."""
 
+import ast
 import json
+import os
+import pickle
+import re
 import subprocess
 import sys
+import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -13,9 +19,13 @@ from safetensors.torch import load_file, save_file
 from myv_core.checkpoint import (CheckpointError, NotMakeYourVideoError, TemporalOnlyError,
                                  UnsafeCheckpointError, join_unet, load_checkpoint,
                                  load_state_dict, load_temporal_layers, split_checkpoint)
+from myv_core import safe_pickle
 from myv_core.config import FIXED_OFFICIAL, derive_config, temporal_sites
 from myv_core.convert import main as convert_main, reassemble
+from myv_core.depth_estimation import load_depth_estimator
 from myv_core.temporal import TemporalLayers
+from checkpoint_layouts import (FLAG, HOSTILE_CALLS, Reduces, globals_in, set_flag, unpickle,
+                                write_hostile, write_training_checkpoints)
 from tiny_models import UNET_PREFIX, tiny_full_checkpoint, tiny_unet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,25 +223,193 @@ def test_not_a_checkpoint_and_empty_and_missing(tmp_path):
         load_state_dict(tmp_path / "model.gguf")
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
+# ---- training-run layouts: one reader, the exact tensors, nothing run --------------------------
 
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
+def assert_same_tensors(got, expected):
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
 
 
-def test_pickle_that_would_run_code_is_refused(tmp_path, fixtures_dir):
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, fixtures_dir):
+    return write_training_checkpoints(tmp_path_factory.mktemp("layouts"), tiny_full_checkpoint(fixtures_dir))
+
+
+LAYOUTS = ["lightning", "lightning_callback_class", "lightning_numpy1", "lightning_legacy", "omegaconf",
+           "optimizer", "deepspeed"]
+
+
+def test_layouts_hold_what_they_claim(layouts):
+    """The files really carry the objects the reader must get past, under the names of their era."""
+    names = {layout: globals_in(path) for layout, (path, _) in layouts.items() if layout != "lightning_legacy"}
+    assert "omegaconf.dictconfig DictConfig" in names["lightning"]
+    assert {"pytorch_lightning.callbacks.model_checkpoint ModelCheckpoint", "numpy._core.multiarray scalar",
+            "argparse Namespace", "pathlib PosixPath", "numpy dtype"} <= names["lightning_callback_class"]
+    assert "numpy.core.multiarray scalar" in names["lightning_numpy1"]
+    assert not any(n.startswith("numpy._core") for n in names["lightning_numpy1"])
+    assert not zipfile.is_zipfile(layouts["lightning_legacy"][0])
+    assert "omegaconf.listconfig ListConfig" in names["omegaconf"]
+    assert len(torch.load(layouts["lightning"][0], weights_only=False)["optimizer_states"][0]["state"]) == 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_training_layouts_read_exactly(layouts, layout):
+    path, expected = layouts[layout]
+    assert_same_tensors(load_state_dict(path), expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_training_layouts_through_converter_command_line(layouts, layout, tmp_path):
+    path, expected = layouts[layout]
+    run = subprocess.run([sys.executable, "-m", "myv_core.convert", str(path), "--out-dir", str(tmp_path),
+                          "--name", "m"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"round trip verified: {len(expected)} tensors identical" in run.stdout
+    files = [load_file(str(tmp_path / f"m_{part}.safetensors")) for part in ("spatial", "temporal", "depth")]
+    assert_same_tensors(reassemble(*files), expected)
+
+
+def test_everything_but_tensors_becomes_inert_stand_ins(layouts):
+    checkpoint = torch.load(layouts["lightning_callback_class"][0], map_location="cpu", weights_only=False,
+                            pickle_module=safe_pickle)
+    (callback, state), = checkpoint["callbacks"].items()
+    assert issubclass(callback, safe_pickle.Unpickled)
+    assert callback.global_name == "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"
+    score = state["best_model_score"]
+    assert isinstance(score, safe_pickle.Unpickled) and score.global_name == "numpy._core.multiarray.scalar"
+    assert checkpoint["hyper_parameters"].global_name == "argparse.Namespace"
+    assert isinstance(checkpoint["state_dict"], OrderedDict)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_CALLS))
+def test_code_running_globals_are_refused_and_nothing_runs(tmp_path, name):
     marker = tmp_path / "MARKER"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _RunsCode(marker)}, tmp_path / "evil.ckpt")
-    with pytest.raises(UnsafeCheckpointError, match="never unpickles objects"):
+    func, args, global_name = HOSTILE_CALLS[name]
+    write_hostile(tmp_path / "evil.ckpt", Reduces(func, *args(marker)), {"x": torch.zeros(1)})
+    with pytest.raises(UnsafeCheckpointError, match=f"was refused: its pickle names {re.escape(global_name)}, "
+                                                    "which runs code"):
         load_state_dict(tmp_path / "evil.ckpt")
     assert not marker.exists()
 
 
-def test_no_pickle_load_without_weights_only():
-    sources = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "tests" not in p.parts]
-    offenders = [str(p) for p in sources if "weights_only=False" in p.read_text()]
-    loads = [p for p in sources if "torch.load(" in p.read_text()]
-    assert not offenders
-    assert all("weights_only=True" in p.read_text() for p in loads)
+@pytest.mark.parametrize("reader", [load_checkpoint, load_temporal_layers, load_depth_estimator])
+def test_code_running_file_is_refused_by_every_reader(tmp_path, fixtures_dir, reader):
+    marker = tmp_path / "MARKER"
+    write_hostile(tmp_path / "evil.pt", Reduces(os.system, f"touch {marker}"), tiny_full_checkpoint(fixtures_dir))
+    with pytest.raises(UnsafeCheckpointError, match="which runs code"):
+        reader(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_os_system_file_through_converter_command_line(tmp_path):
+    marker = tmp_path / "MARKER"
+    write_hostile(tmp_path / "evil.ckpt", Reduces(os.system, f"touch {marker}"), {"x": torch.zeros(1)})
+    run = subprocess.run([sys.executable, "-m", "myv_core.convert", str(tmp_path / "evil.ckpt"), "--out-dir",
+                          str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"its pickle names {os.system.__module__}.system, which runs code" in run.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("payload, protocol", [
+    (lambda m: Reduces(set_flag, str(m)), 2),  # a function of an importable test module
+    (lambda m: Reduces(Path.touch, Path(m)), 2),  # a nested name: protocol 2 writes getattr(pathlib.Path, "touch")
+    (lambda m: Reduces(Path.touch, Path(m)), 4),  # the same as the dotted name "Path.touch"
+], ids=["test-module-function", "getattr-protocol-2", "dotted-name-protocol-4"])
+def test_other_calls_are_neutralised(tmp_path, fixtures_dir, payload, protocol):
+    marker = tmp_path / "MARKER"
+    sd = tiny_full_checkpoint(fixtures_dir)
+    write_hostile(tmp_path / "odd.ckpt", payload(marker), sd, protocol=protocol)
+    assert_same_tensors(load_state_dict(tmp_path / "odd.ckpt"), sd)
+    assert not marker.exists() and not FLAG
+
+
+def test_reader_imports_nothing_the_file_names(tmp_path, monkeypatch):
+    (tmp_path / "myv_import_probe.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myv_import_probe
+    torch.save({"state_dict": {"x": torch.ones(2)}, "thing": myv_import_probe.Thing()}, tmp_path / "probe.ckpt")
+    monkeypatch.delitem(sys.modules, "myv_import_probe")
+    assert torch.equal(load_state_dict(tmp_path / "probe.ckpt")["x"], torch.ones(2))
+    assert "myv_import_probe" not in sys.modules
+
+
+def _global(module, name):
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _text(value):
+    data = value.encode()
+    return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+
+@pytest.mark.parametrize("opcodes, error", [
+    (_global("torch.nn.parameter", "Parameter") + pickle.EMPTY_DICT + _text("myv_planted") + pickle.NONE
+     + pickle.SETITEM + pickle.BUILD, "sets the state of"),
+    (_global("torch", "Size") + pickle.EMPTY_TUPLE + pickle.REDUCE + _text("k") + pickle.NONE + pickle.SETITEM,
+     "adds items to a Size \\(SETITEM\\)"),
+    (_text("not callable") + pickle.EMPTY_TUPLE + pickle.REDUCE, "calls 'not callable', not a global it names"),
+    (_global("__builtin__", "getattr") + _global("torch", "Tensor") + _text("add") + pickle.TUPLE2 + pickle.REDUCE,
+     "looks up 'add' on <class 'torch.Tensor'> with getattr"),
+    (pickle.EXT1 + b"\x01", "copyreg extension code"),
+    (_text("module") + pickle.TUPLE1 + pickle.BINPERSID, "loads persistent id \\('module',\\), not a storage"),
+])
+def test_operations_no_checkpoint_needs_are_forbidden(opcodes, error):
+    with pytest.raises(safe_pickle.ForbiddenOperation, match=error):
+        unpickle(pickle.PROTO + b"\x02" + opcodes + pickle.STOP)
+    assert not hasattr(torch.nn.Parameter, "myv_planted")
+
+
+class _BuildsSize:
+    def __reduce__(self):
+        return torch.Size, ((),), {"planted": 1}  # BUILD on a real torch.Size
+
+
+def test_forbidden_operation_in_a_file_is_refused(tmp_path):
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "size": _BuildsSize()}, tmp_path / "odd.pt")
+    with pytest.raises(UnsafeCheckpointError, match=r"its pickle sets the state of torch.Size\(\[\]\), which no "
+                                                    "checkpoint needs; nothing in it was run"):
+        load_state_dict(tmp_path / "odd.pt")
+
+
+def test_allowed_globals_are_never_code_running():
+    assert len(safe_pickle._ALLOWED) > 50
+    assert not [name for name in safe_pickle._ALLOWED if safe_pickle.code_running(name)]
+
+
+def test_getattr_reaching_a_command_is_refused():
+    # posixpath.os is a stand-in (never looked up); getattr of it by name is checked like a global.
+    opcodes = (_global("__builtin__", "getattr") + _global("posixpath", "os") + _text("system") + pickle.TUPLE2
+               + pickle.REDUCE)
+    with pytest.raises(safe_pickle.RefusedGlobal, match="posixpath.os.system"):
+        unpickle(pickle.PROTO + b"\x02" + opcodes + pickle.STOP)
+
+
+def test_torchscript_archive_is_not_loaded(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "program.pt"))
+    with pytest.raises(CheckpointError, match="not a checkpoint at all but a TorchScript program"):
+        load_state_dict(tmp_path / "program.pt")
+
+
+def test_torch_force_weights_only_load(tmp_path, fixtures_dir, layouts, monkeypatch):
+    """With TORCH_FORCE_WEIGHTS_ONLY_LOAD torch refuses any pickle module: its own unpickler reads."""
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    write_ckpt(tmp_path / "plain.ckpt", tiny_full_checkpoint(fixtures_dir))
+    assert_same_tensors(load_state_dict(tmp_path / "plain.ckpt"), tiny_full_checkpoint(fixtures_dir))
+    with pytest.raises(UnsafeCheckpointError, match="TORCH_FORCE_WEIGHTS_ONLY_LOAD is set"):
+        load_state_dict(layouts["lightning_numpy1"][0])
+
+
+def test_every_pickle_load_is_weights_only_or_safe_pickle():
+    """Outside the tests, torch.load is only called with weights_only=True or pickle_module=safe_pickle."""
+    calls = []
+    for source in ROOT.rglob("*.py"):
+        if ".venv" in source.parts or "tests" in source.parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((source.name, keywords.get("weights_only"), keywords.get("pickle_module")))
+    assert calls and all(wo == "True" or pm == "safe_pickle" for _, wo, pm in calls), calls
+    assert ("checkpoint.py", "False", "safe_pickle") in calls

@@ -15,6 +15,7 @@ from myv_core.checkpoint import CheckpointError, split_checkpoint
 from tiny_models import UNET_PREFIX, tiny_unet
 
 SIZE = 16
+REFUSED_SYSTEM = f"its pickle names {os.system.__module__}.system, which runs code"
 
 
 class RunsCode:
@@ -22,7 +23,7 @@ class RunsCode:
         self.marker = marker
 
     def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
+        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture()
@@ -52,7 +53,7 @@ def files(model_dir, fixtures_dir):
     ("truncated.safetensors", "truncated or corrupt"),
     ("notes.ckpt", "not a checkpoint at all"),
     ("empty.ckpt", "is empty"),
-    ("evil.ckpt", "never unpickles objects"),
+    ("evil.ckpt", REFUSED_SYSTEM),
     ("missing.safetensors", "was not found in models/makeyourvideo/"),
 ])
 def test_checkpoint_loader_wrong_files(pack, files, name, error):
@@ -64,7 +65,7 @@ def test_checkpoint_loader_wrong_files(pack, files, name, error):
 @pytest.mark.parametrize("name, error", [
     ("plain_sd2.safetensors", "contains no temporal layers"),
     ("notes.ckpt", "not a checkpoint at all"),
-    ("evil.ckpt", "never unpickles objects"),
+    ("evil.ckpt", REFUSED_SYSTEM),
 ])
 def test_temporal_loader_wrong_files(pack, files, name, error):
     model = pack.nodes.loaders.MYVCheckpointLoader().load("myv.safetensors", "fp32")[0]
