@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_state_dict
+from .depth import depth_from_image
 
 MIDAS_SIZE = 384
 DEPTH_ANYTHING_SIZE = 518
@@ -395,18 +396,26 @@ class DepthEstimator(torch.nn.Module):
         return self.network(pixel_values=pixel_values).predicted_depth
 
     def postprocess(self, depth, size):
-        """(B, h, w) network output -> (B, 1, H, W) float32 at the frame size."""
-        depth = depth.float().unsqueeze(1)
+        """(B, h, w) or (B, 1, h, w) network output -> (B, 1, H, W) float32 at the frame size."""
+        depth = depth.float()
+        if depth.ndim == 3:
+            depth = depth.unsqueeze(1)
         if self.kind == "midas":
             return F.interpolate(depth, size=size, mode="bicubic", align_corners=False)
         return F.interpolate(depth, size=size, mode="bilinear", align_corners=True)
 
     @torch.no_grad()
-    def estimate(self, frames):
-        """(B, 3, H, W) RGB in [0, 1] on the network's device -> (B, 1, H, W) float32 raw depth."""
+    def estimate_native(self, frames):
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 1, h, w) float32 raw depth at the network's own output
+        size (MiDaS: 384x384), not resized, on the network's device."""
         parameter = next(self.network.parameters())
         pixels = self.preprocess(frames.to(parameter.device)).to(parameter.dtype)
-        return self.postprocess(self(pixels), frames.shape[-2:])
+        return self(pixels).float().unsqueeze(1)
+
+    @torch.no_grad()
+    def estimate(self, frames):
+        """(B, 3, H, W) RGB in [0, 1] on the network's device -> (B, 1, H, W) float32 raw depth."""
+        return self.postprocess(self.estimate_native(frames), frames.shape[-2:])
 
 
 def depth_anything_size(height, width):
@@ -437,8 +446,11 @@ def frames_from_images(images):
     return rgb.permute(0, 3, 1, 2).float()
 
 
-def estimate_depth(estimator, images, batch_size=8, before_batch=None, after_batch=None):
-    """(frames, 1, H, W) float32 raw relative inverse depth (near = large) of an IMAGE batch, on the CPU.
+def estimate_depth_and_native(estimator, images, batch_size=8, before_batch=None, after_batch=None):
+    """(depth at the frame size (frames, 1, H, W), native depth (frames, 1, h, w)), both float32 raw
+    relative inverse depth (near = large) of an IMAGE batch, on the CPU. The native depth is the
+    network's output before any resize; the frame-size depth is it resized by the estimator's own
+    post-processing (MiDaS: bicubic).
 
     Frames go through the network `batch_size` at a time; before_batch() runs before each batch
     (where a cancel lands), after_batch(n) after each with its frame count.
@@ -446,15 +458,23 @@ def estimate_depth(estimator, images, batch_size=8, before_batch=None, after_bat
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     frames = frames_from_images(images)
-    out = []
+    sized, native = [], []
     for start in range(0, frames.shape[0], batch_size):
         if before_batch is not None:
             before_batch()
         batch = frames[start:start + batch_size]
-        out.append(estimator.estimate(batch).cpu())
+        raw = estimator.estimate_native(batch)
+        sized.append(estimator.postprocess(raw, batch.shape[-2:]).cpu())
+        native.append(raw.cpu())
         if after_batch is not None:
             after_batch(batch.shape[0])
-    return torch.cat(out)
+    return torch.cat(sized), torch.cat(native)
+
+
+def estimate_depth(estimator, images, batch_size=8, before_batch=None, after_batch=None):
+    """(frames, 1, H, W) float32 raw relative inverse depth (near = large) of an IMAGE batch at its
+    frame size, on the CPU (see estimate_depth_and_native)."""
+    return estimate_depth_and_native(estimator, images, batch_size, before_batch, after_batch)[0]
 
 
 # ---------------------------------------------------------------- normalisation and temporal stability
@@ -495,6 +515,85 @@ def depth_images(depth, normalize="per_frame", temporal_smoothing=0.0):
     """(frames, 1, H, W) raw depth -> IMAGE (frames, H, W, 3) in [0, 1], near = bright, grey."""
     normalized = smooth_temporally(normalize_depth(depth.float(), normalize), temporal_smoothing)
     return normalized.clamp(0.0, 1.0).permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous()
+
+
+class NativeDepth:
+    """The depth of a clip at the estimator's own output size: what MYV Estimate Depth's native_depth
+    output carries beside its depth IMAGE, so that the UNet's depth channel can be made from the
+    network's output with ONE resize, as the official get_batch_depth does (MiDaS 384x384 -> bicubic
+    straight to the latent size -> min-max), instead of from the IMAGE, which was already resized to
+    the frame size.
+
+    raw: (frames, 1, h, w) float32 network output, never resized (near = large); normalize and
+    temporal_smoothing: the estimator node's settings, applied to these maps exactly as to its IMAGE
+    (maps()), so every setting means the same for the channel as for the IMAGE; image: the IMAGE made
+    from the same output (consumers check that the IMAGE they get is that one).
+    """
+
+    def __init__(self, raw, kind, normalize="per_frame", temporal_smoothing=0.0, image=None):
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+        if not 0.0 <= temporal_smoothing < 1.0:
+            raise ValueError(f"temporal_smoothing must be in [0, 1), got {temporal_smoothing}")
+        self.raw = raw.float()
+        self.kind = kind
+        self.normalize = normalize
+        self.temporal_smoothing = float(temporal_smoothing)
+        self.image = image
+
+    @property
+    def frames(self):
+        return self.raw.shape[0]
+
+    def __repr__(self):
+        return (f"NativeDepth({self.kind}, {self.frames} frames at {tuple(self.raw.shape[-2:])}, "
+                f"normalize={self.normalize}, temporal_smoothing={self.temporal_smoothing})")
+
+    def maps(self):
+        """(frames, 1, h, w) in [0, 1], near = bright: the IMAGE's processing at the native size."""
+        return smooth_temporally(normalize_depth(self.raw, self.normalize), self.temporal_smoothing)
+
+    def channel_maps(self, mode):
+        """The (frames, 1, h, w) maps to resize once and min-max with `mode` (myv_core.depth.depth_to_latent).
+
+        Without smoothing, the estimator's normalisation is a scale and offset per frame (per_frame) or
+        per clip (per_clip), which the channel's own min-max cancels (a per_frame one under a per_clip
+        channel excepted): so the raw output goes on unchanged, as in the official code, bit for bit.
+        Otherwise the processed maps() do, so that the settings mean what they mean for the IMAGE.
+        """
+        if self.temporal_smoothing == 0.0 and not (self.normalize == "per_frame" and mode == "per_clip"):
+            return self.raw
+        return self.maps()
+
+    def check_image(self, image):
+        """ValueError naming the inputs unless `image` is the depth IMAGE made with these maps."""
+        frames = image.shape[0] if isinstance(image, torch.Tensor) and image.ndim == 4 else None
+        if frames != self.frames:
+            raise ValueError(f"native_depth has {self.frames} frames but depth has {frames}: connect the depth "
+                             "and native_depth outputs of the same MYV Estimate Depth, or disconnect "
+                             "native_depth to use the depth images alone.")
+        if self.image is None or image is self.image:
+            return
+        if image.shape != self.image.shape or not torch.equal(image.cpu(), self.image.cpu()):
+            raise ValueError("depth is not the depth IMAGE of the MYV Estimate Depth that gives native_depth "
+                             "(it was changed, resized or comes from elsewhere): connect that node's depth "
+                             "output to depth, or disconnect native_depth to use these depth images as they are.")
+
+
+def channel_depth(depth, normalize, native_depth=None):
+    """(frames, 1, H, W) float32 maps for the depth channel (myv_core.depth.depth_to_latent with `normalize`).
+
+    depth: the depth IMAGE (near = bright). native_depth: a NativeDepth or None; when given, the
+    channel comes from its maps at the estimator's own size, and depth must be its IMAGE.
+    """
+    from_image = depth_from_image(depth)  # checks the IMAGE in both cases (shape, frames, NaN)
+    if native_depth is None:
+        return from_image
+    if not callable(getattr(native_depth, "channel_maps", None)):  # duck-typed: survives a reloaded module
+        raise ValueError(f"native_depth: expected MYV Estimate Depth's native_depth output, got "
+                         f"{type(native_depth).__name__}.")
+    native_depth.check_image(depth)
+    return native_depth.channel_maps(normalize)
 
 
 def flicker(images):

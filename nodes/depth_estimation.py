@@ -9,11 +9,13 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 
-from ..myv_core.depth_estimation import NORMALIZE_MODES, depth_images, estimate_depth, load_depth_estimator
+from ..myv_core.depth_estimation import (NORMALIZE_MODES, NativeDepth, depth_images, estimate_depth_and_native,
+                                         load_depth_estimator)
 from .loaders import MODEL_FOLDER, register_model_folder
 
 ESTIMATOR_FOLDER = "depth_estimators"
 ESTIMATOR_TYPE = "MYV_DEPTH_ESTIMATOR"
+NATIVE_DEPTH_TYPE = "MYV_NATIVE_DEPTH"  # a myv_core NativeDepth: the estimator's output before any resize
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # comfyui_controlnet_aux keeps its downloads in <its folder>/ckpts/<hub repository>/<file>.
 AUX_PACK = "comfyui_controlnet_aux"
@@ -112,11 +114,19 @@ class MYVEstimateDepth:
                                    "blur fast motion."}),
         }}
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("depth",)
+    RETURN_TYPES = ("IMAGE", NATIVE_DEPTH_TYPE)
+    RETURN_NAMES = ("depth", "native_depth")
+    OUTPUT_TOOLTIPS = (
+        "depth maps at the clip's resolution, near = bright, grey, in [0, 1]: for the samplers, previews, "
+        "saving, ControlNets",
+        "the same depth at the estimator's own output size (MiDaS: 384x384), before any resize: connect it "
+        "to native_depth of MYV Video KSampler / MYV Long Video Sampler / MYV Apply Depth (with depth from "
+        "this node too) for exactly the official depth channel (one resize to the latent size)",
+    )
     FUNCTION = "estimate"
     CATEGORY = "MakeYourVideo"
-    DESCRIPTION = "Depth maps of a clip at its resolution, near = bright, grey, in [0, 1]."
+    DESCRIPTION = ("Depth maps of a clip at its resolution, near = bright, grey, in [0, 1]; and the same depth "
+                   "at the estimator's own size, for the official depth channel.")
 
     def estimate(self, estimator, images, batch_size, normalize, temporal_smoothing=0.0):
         comfy.model_management.load_models_gpu([estimator])
@@ -126,8 +136,8 @@ class MYVEstimateDepth:
             for _ in range(count):
                 progress.update(1)
 
-        raw = estimate_depth(estimator.model, images, batch_size,
-                             before_batch=comfy.model_management.throw_exception_if_processing_interrupted,
-                             after_batch=frames_done)
-        out = depth_images(raw, normalize, temporal_smoothing)
-        return (out.to(comfy.model_management.intermediate_device()),)
+        raw, native = estimate_depth_and_native(
+            estimator.model, images, batch_size,
+            before_batch=comfy.model_management.throw_exception_if_processing_interrupted, after_batch=frames_done)
+        out = depth_images(raw, normalize, temporal_smoothing).to(comfy.model_management.intermediate_device())
+        return out, NativeDepth(native, estimator.model.kind, normalize, temporal_smoothing, image=out)

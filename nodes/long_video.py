@@ -8,8 +8,9 @@ import comfy.utils
 import latent_preview
 
 from ..myv_core.chaining import window_schedule
-from ..myv_core.depth import NORMALIZE_MODES, depth_from_image
-from .depth import NORMALIZE_TOOLTIP
+from ..myv_core.depth import NORMALIZE_MODES
+from ..myv_core.depth_estimation import channel_depth
+from .depth import NATIVE_DEPTH_INPUT, NORMALIZE_TOOLTIP
 from .patching import with_depth
 from .sampling import video_latent, video_sampler_inputs
 
@@ -52,7 +53,7 @@ class MYVLongVideoSampler:
             "window_frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "frames denoised at once (the model was trained on 16)"}),
             "context_frames": ("INT", {"default": 4, "min": 0, "max": 255, "tooltip": "finished frames each new window keeps fixed and looks back at"}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
-        }}
+        }, "optional": dict(NATIVE_DEPTH_INPUT)}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -61,8 +62,8 @@ class MYVLongVideoSampler:
                    "frames of the one before as fixed context for the causal temporal attention.")
 
     def sample(self, model, positive, negative, depth, latent_image, seed, steps, cfg, sampler_name, scheduler,
-               window_frames, context_frames, normalize):
-        depth = depth_from_image(depth)
+               window_frames, context_frames, normalize, native_depth=None):
+        depth = channel_depth(depth, normalize, native_depth)
         windows = window_schedule(depth.shape[0], window_frames, context_frames)
         video = video_latent(latent_image, depth.shape[0], repeat_single=True).clone()
         noise = comfy.sample.prepare_noise(video, seed)  # drawn for the whole clip: independent of windowing

@@ -3,8 +3,9 @@
 import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py: common_ksampler is the core KSampler's body
 
-from ..myv_core.depth import NORMALIZE_MODES, depth_from_image
-from .depth import NORMALIZE_TOOLTIP
+from ..myv_core.depth import NORMALIZE_MODES
+from ..myv_core.depth_estimation import channel_depth
+from .depth import NATIVE_DEPTH_INPUT, NORMALIZE_TOOLTIP
 from .patching import with_depth
 
 
@@ -46,7 +47,7 @@ class MYVVideoKSampler:
             **video_sampler_inputs("frames as the batch, e.g. Empty Latent Image with batch_size = frames"),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
-        }}
+        }, "optional": dict(NATIVE_DEPTH_INPUT)}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -54,8 +55,8 @@ class MYVVideoKSampler:
     DESCRIPTION = "Depth-guided video sampling: MYV Apply Depth followed by the core KSampler."
 
     def sample(self, model, positive, negative, depth, latent_image, seed, steps, cfg, sampler_name,
-               scheduler, denoise, normalize):
-        depth = depth_from_image(depth)
+               scheduler, denoise, normalize, native_depth=None):
+        depth = channel_depth(depth, normalize, native_depth)
         video_latent(latent_image, depth.shape[0])
         return comfy_nodes.common_ksampler(with_depth(model, depth, normalize), seed, steps, cfg, sampler_name,
                                            scheduler, positive, negative, latent_image, denoise=denoise)

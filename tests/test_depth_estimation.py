@@ -14,7 +14,8 @@ from conftest import ROOT
 from myv_core.checkpoint import CheckpointError
 from myv_core.depth_estimation import (DPT_UNUSED_PREFIXES, MIDAS_UNUSED_PREFIXES, DepthEstimator,
                                        convert_midas_state_dict, depth_anything_size, depth_images,
-                                       dpt_hybrid_config, dpt_state_dict_to_midas, estimate_depth, flicker,
+                                       dpt_hybrid_config, dpt_state_dict_to_midas, estimate_depth,
+                                       estimate_depth_and_native, flicker,
                                        load_depth_estimator, normalize_depth, smooth_temporally)
 
 transformers = pytest.importorskip("transformers")
@@ -203,6 +204,8 @@ def test_depth_anything_folder(tmp_path):
     images = frames(2, 30, 44)
     raw = estimate_depth(estimator, images, batch_size=1)
     assert raw.shape == (2, 1, 30, 44) and torch.isfinite(raw).all()
+    sized, native = estimate_depth_and_native(estimator, images, batch_size=2)  # native: its input size
+    assert native.shape == (2, 1, *depth_anything_size(30, 44)) and torch.allclose(sized, raw, atol=1e-5)
     out = depth_images(raw, "per_frame")
     assert out.shape == (2, 30, 44, 3) and out.min() >= 0 and out.max() <= 1
     assert depth_anything_size(96, 128) == (518, 686) and depth_anything_size(518, 518) == (518, 518)

@@ -9,13 +9,21 @@ import comfy.utils
 import folder_paths
 import nodes as comfy_nodes
 
+from comfy.patcher_extension import WrappersMP
+from safetensors.torch import save_file
+
+from conftest import comfyui_version
+from myv_core.chaining import window_schedule
 from myv_core.checkpoint import split_checkpoint
+from myv_core.depth import depth_from_image, depth_to_latent
 from myv_core.depth_estimation import dpt_state_dict_to_midas
+from test_depth import PHOTOGRAPHS, official_get_batch_depth, photo_like_clip, photograph_clip
 from test_depth_estimation import frames, seeded, tiny_dpt_config
 from tiny_models import tiny_unet
 
 transformers = pytest.importorskip("transformers")
 ESTIMATE_INPUTS = ["estimator", "images", "batch_size", "normalize", "temporal_smoothing"]
+NATIVE_DEPTH = "MYV_NATIVE_DEPTH"
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +52,13 @@ def load(pack, name="tiny-dpt/model.safetensors", dtype="fp32"):
     return pack.nodes.depth_estimation.MYVDepthEstimatorLoader().load(name, "auto", dtype)[0]
 
 
+def estimate_both(pack, estimator, images, batch_size=2, normalize="per_frame", smoothing=0.0):
+    """MYV Estimate Depth's outputs: (depth IMAGE, native_depth)."""
+    return pack.nodes.depth_estimation.MYVEstimateDepth().estimate(estimator, images, batch_size, normalize, smoothing)
+
+
 def estimate(pack, estimator, images, batch_size=2, normalize="per_frame", smoothing=0.0):
-    return pack.nodes.depth_estimation.MYVEstimateDepth().estimate(estimator, images, batch_size, normalize, smoothing)[0]
+    return estimate_both(pack, estimator, images, batch_size, normalize, smoothing)[0]
 
 
 def test_nodes_are_registered_with_their_inputs(pack):
@@ -56,8 +69,18 @@ def test_nodes_are_registered_with_their_inputs(pack):
     inputs = estimator.INPUT_TYPES()["required"]
     assert list(inputs) == ESTIMATE_INPUTS
     assert inputs["normalize"][0] == ["per_frame", "per_clip"] and inputs["temporal_smoothing"][1]["default"] == 0.0
-    assert estimator.RETURN_TYPES == ("IMAGE",)
+    assert estimator.RETURN_TYPES == ("IMAGE", NATIVE_DEPTH) and estimator.RETURN_NAMES == ("depth", "native_depth")
     assert "MYV Estimate Depth" in pack.NODE_DISPLAY_NAME_MAPPINGS.values()
+    # native_depth is appended to the depth consumers as an optional input: the public order stays
+    for name, required in [("MYVApplyDepth", ["model", "depth", "normalize"]),
+                           ("MYVVideoKSampler", ["model", "positive", "negative", "depth", "latent_image", "seed",
+                                                 "steps", "cfg", "sampler_name", "scheduler", "denoise", "normalize"]),
+                           ("MYVLongVideoSampler", ["model", "positive", "negative", "depth", "latent_image", "seed",
+                                                    "steps", "cfg", "sampler_name", "scheduler", "window_frames",
+                                                    "context_frames", "normalize"])]:
+        types = mappings[name].INPUT_TYPES()
+        assert list(types["required"]) == required, name
+        assert list(types["optional"]) == ["native_depth"] and types["optional"]["native_depth"][0] == NATIVE_DEPTH
 
 
 def test_loader_lists_own_folder_and_controlnet_aux_cache(pack, estimator_dir):
@@ -195,3 +218,145 @@ def test_estimated_depth_drives_a_make_your_video_model(pack, estimator_dir, mod
     samples = comfy_nodes.common_ksampler(model, 0, 1, 1.0, "euler", "normal", cond, cond,
                                           {"samples": torch.zeros(3, 4, 8, 8)})[0]["samples"]
     assert samples.shape == (3, 4, 8, 8) and torch.isfinite(samples).all()
+
+
+# ---------------------------------------------------------------- the UNet's depth channel: official through native_depth
+
+@pytest.fixture()
+def video_model(pack, model_dir, fixtures_dir):
+    parts = split_checkpoint(tiny_unet(fixtures_dir))
+    save_file(parts.temporal, str(model_dir / "tiny_temporal.safetensors"))
+    base = pack.nodes.loaders.build_spatial_model(parts, torch.float32)[0]
+    return pack.nodes.loaders.MYVTemporalModuleLoader().load(base, "tiny_temporal.safetensors")[0]
+
+
+def capturing(model, run_unet=True):
+    """A clone of `model` whose UNet calls record their depth channel (input channel 5), one entry per
+    call; run_unet=False answers zeros instead of running the UNet (the channel is all that is looked at)."""
+    seen = []
+
+    def capture(executor, x, *args, **kwargs):
+        seen.append(x[:, 4:5].detach().clone())
+        return executor(x, *args, **kwargs) if run_unet else torch.zeros_like(x[:, :4])
+
+    model = model.clone()
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test_capture", capture)
+    return model, seen
+
+
+def cond(seed):
+    return [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def video_ksampler_channels(pack, model, depth, native, normalize="per_frame", cfg=2.0, run_unet=True):
+    """MYV Video KSampler, 1 step: the depth channel of every UNet call, split into its cond/uncond
+    chunks ((frames, 1, h, w) each)."""
+    frames, height, width = depth.shape[0], depth.shape[1] // 8, depth.shape[2] // 8
+    model, seen = capturing(model, run_unet)
+    pack.nodes.sampling.MYVVideoKSampler().sample(model, cond(1), cond(2), depth,
+                                                  {"samples": torch.zeros(frames, 4, height, width)}, 0, 1, cfg,
+                                                  "euler", "normal", 1.0, normalize, native_depth=native)
+    return [chunk for call in seen for chunk in call.split(frames)]
+
+
+def channel_error(channels, official):
+    """(max, mean) |channel - official| over every captured chunk."""
+    diff = torch.stack([(c - official).abs() for c in channels])
+    return diff.max().item(), diff.mean().item()
+
+
+def test_estimate_depth_outputs_the_native_maps(pack, estimator_dir, tiny_dpt):
+    """native_depth: the network's output at 384x384 before any resize; the IMAGE is unchanged (frame
+    size and aspect, the same numbers as before native_depth existed)."""
+    images = frames(3, 40, 56)
+    image, native = estimate_both(pack, load(pack), images)
+    assert isinstance(native, pack.nodes.depth_estimation.NativeDepth) and native.image is image
+    assert native.raw.shape == (3, 1, 384, 384) and native.raw.dtype == torch.float32 and native.kind == "midas"
+    assert (native.normalize, native.temporal_smoothing) == ("per_frame", 0.0)
+    x = (images.permute(0, 3, 1, 2) - 0.5) / 0.5
+    with torch.no_grad():
+        direct = tiny_dpt(pixel_values=torch.nn.functional.interpolate(x, size=(384, 384), mode="bicubic")).predicted_depth
+    assert torch.allclose(native.raw[:, 0], direct, atol=1e-5, rtol=1e-5)
+    assert image.shape == (3, 40, 56, 3)
+    resized = torch.nn.functional.interpolate(native.raw, size=(40, 56), mode="bicubic", align_corners=False)
+    assert torch.equal(image, pack.nodes.depth_estimation.depth_images(resized, "per_frame", 0.0))
+    _, smoothed = estimate_both(pack, load(pack), images, normalize="per_clip", smoothing=0.3)
+    assert (smoothed.normalize, smoothed.temporal_smoothing) == ("per_clip", 0.3)
+
+
+@pytest.mark.parametrize("mode", ["per_frame", "per_clip"])
+def test_default_nodes_give_the_unet_the_official_depth_channel(pack, estimator_dir, tiny_dpt, video_model, mode):
+    """MYV Estimate Depth -> (depth, native_depth) -> MYV Apply Depth + core KSampler, MYV Video KSampler,
+    MYV Long Video Sampler: every UNet call (cond and uncond) sees the official get_batch_depth channel
+    of its frames within 1e-3 (it is exact); the depth IMAGE alone (resized twice) does not."""
+    clip = photo_like_clip(6, 64, 64)
+    depth, native = estimate_both(pack, load(pack), clip, normalize=mode)
+    official = official_get_batch_depth(tiny_dpt, clip, (8, 8), temporal_norm=mode == "per_clip")
+
+    applied, seen = capturing(pack.nodes.depth.MYVApplyDepth().apply(video_model, depth, mode, native)[0],
+                              run_unet=False)
+    comfy_nodes.common_ksampler(applied, 0, 1, 2.0, "euler", "normal", cond(1), cond(2),
+                                {"samples": torch.zeros(6, 4, 8, 8)})
+    via_apply = [chunk for call in seen for chunk in call.split(6)]
+    via_ksampler = video_ksampler_channels(pack, video_model, depth, native, mode, run_unet=False)
+    before = video_ksampler_channels(pack, video_model, depth, None, mode, run_unet=False)
+    assert len(via_apply) == len(via_ksampler) == 2  # cond + uncond
+    assert channel_error(via_apply, official)[0] <= 1e-3 and channel_error(via_ksampler, official)[0] <= 1e-3
+    assert channel_error(via_ksampler, official)[0] <= 1e-6  # measured: 0
+    assert channel_error(before, official)[0] > 1e-2
+
+    model, seen = capturing(video_model, run_unet=False)
+    pack.nodes.long_video.MYVLongVideoSampler().sample(model, cond(1), cond(2), depth,
+                                                       {"samples": torch.zeros(1, 4, 8, 8)}, 0, 1, 2.0, "euler",
+                                                       "normal", 4, 2, mode, native_depth=native)
+    windows = window_schedule(6, 4, 2)
+    assert len(seen) == len(windows)
+    for window, call in zip(windows, seen):
+        for chunk in call.split(window.stop - window.start):
+            assert (chunk - official[window.start:window.stop]).abs().max() <= 1e-6
+
+
+def test_native_depth_with_another_depth_video_is_refused(pack, estimator_dir, video_model):
+    depth, native = estimate_both(pack, load(pack), frames(4, 32, 32))
+    other, _ = estimate_both(pack, load(pack), frames(3, 32, 32))
+    with pytest.raises(ValueError, match="native_depth has 4 frames but depth has 3: connect the depth and "
+                                         "native_depth outputs of the same MYV Estimate Depth"):
+        pack.nodes.depth.MYVApplyDepth().apply(video_model, other, "per_frame", native)
+    with pytest.raises(ValueError, match="native_depth has 4 frames but depth has 3"):
+        pack.nodes.sampling.MYVVideoKSampler().sample(video_model, cond(1), cond(2), other,
+                                                      {"samples": torch.zeros(3, 4, 4, 4)}, 0, 1, 1.0, "euler",
+                                                      "normal", 1.0, "per_frame", native_depth=native)
+    with pytest.raises(ValueError, match="depth is not the depth IMAGE of the MYV Estimate Depth"):
+        pack.nodes.long_video.MYVLongVideoSampler().sample(video_model, cond(1), cond(2), 1.0 - depth,
+                                                           {"samples": torch.zeros(1, 4, 4, 4)}, 0, 1, 1.0, "euler",
+                                                           "normal", 4, 2, "per_frame", native_depth=native)
+    # the latent still has to match the (shared) frame count
+    with pytest.raises(ValueError, match="depth has 4 frames but latent_image has 5"):
+        pack.nodes.sampling.MYVVideoKSampler().sample(video_model, cond(1), cond(2), depth,
+                                                      {"samples": torch.zeros(5, 4, 4, 4)}, 0, 1, 1.0, "euler",
+                                                      "normal", 1.0, "per_frame", native_depth=native)
+
+
+def test_without_native_depth_nothing_changes(pack, estimator_dir, video_model):
+    """Old workflows (native_depth unconnected): the channel is made from the depth IMAGE, as before."""
+    depth = estimate(pack, load(pack), frames(4, 64, 64))
+    channels = video_ksampler_channels(pack, video_model, depth, None, run_unet=False)
+    expected = depth_to_latent(depth_from_image(depth), 8, 8, "per_frame")
+    assert all(torch.equal(c, expected) for c in channels)
+
+
+@pytest.mark.parametrize("name", PHOTOGRAPHS)
+def test_depth_channel_before_and_after_on_photographs(pack, estimator_dir, tiny_dpt, video_model, name):
+    """The README figure's small twin: 16 frames of a real photograph (scikit-image) panned or zoomed,
+    256x256, the tiny DPT-Hybrid (seeded random weights), MYV Estimate Depth (defaults) -> MYV Video
+    KSampler (cfg 7.5, latent 32x32); error of the UNet's depth channel against the official
+    get_batch_depth, without native_depth (before) and with it (after). `pytest -s` prints them;
+    benchmarks/depth_channel.py measures the full-size network."""
+    clip = photograph_clip(name)
+    depth, native = estimate_both(pack, load(pack), clip, batch_size=8)
+    official = official_get_batch_depth(tiny_dpt, clip, (32, 32))
+    before = channel_error(video_ksampler_channels(pack, video_model, depth, None, cfg=7.5, run_unet=False), official)
+    after = channel_error(video_ksampler_channels(pack, video_model, depth, native, cfg=7.5, run_unet=False), official)
+    print(f"\n{name}: ComfyUI {comfyui_version()}, tiny DPT-Hybrid, 16 frames 256x256 -> 32x32: before max "
+          f"{before[0]:.2e} mean {before[1]:.2e}; after max {after[0]:.2e} mean {after[1]:.2e}")
+    assert after[0] <= 1e-3 and before[0] > 1e-3

@@ -445,6 +445,17 @@ def test_official_defaults_in_the_rerender_workflow():
     assert by_type["LoadVideo"][0]["file"] == "input.mp4"
 
 
+@pytest.mark.parametrize("name", ["myv_video_rerender", "myv_long_video"])
+def test_estimated_depth_reaches_the_sampler_at_its_native_size(name):
+    """The workflows with a depth estimator connect both of MYV Estimate Depth's outputs to the sampler:
+    depth (the IMAGE, also saved) and native_depth (for the official depth channel)."""
+    api = load(WORKFLOWS / f"{name}_api.json")
+    sampler = next(n["inputs"] for n in api.values() if n["class_type"] in ("MYVVideoKSampler", "MYVLongVideoSampler"))
+    source, slot = sampler["depth"]
+    assert api[source]["class_type"] == "MYVEstimateDepth" and slot == 0
+    assert sampler.get("native_depth") == [source, 1]
+
+
 # ---------------------------------------------------------------- end to end on the tiny model
 
 RUN_CASES = {  # workflow: {SaveVideo prefix: frames}, from a 12-frame clip
