@@ -133,6 +133,14 @@ def parameter_dtypes(model):
     return unet, temporal
 
 
+def eps_error(reference, model, cases):
+    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
+    want = eps_of(reference, x[0], int(timesteps[0]), context[0])
+    got = eps_of(model, x[0], int(timesteps[0]), context[0])
+    assert torch.isfinite(got).all()
+    return ((got - want).abs().max() / want.std()).item()
+
+
 # Max |eps(half) - eps(fp32)| / std(eps(fp32)), computing in half on the CPU, case t16: measured
 # 3.6e-3 (fp16) and 3.1e-2 (bf16) on ComfyUI 0.33.0, torch 2.11.0 (2026-12-01).
 HALF_COMPUTE_TOL = {"fp16": 0.02, "bf16": 0.1}
@@ -148,11 +156,7 @@ def test_half_precision_step_under_dynamic_vram(pack, model_dir, fixtures_dir, c
     assert parameter_dtypes(half) == ({dtype}, {dtype})
 
     reference = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
-    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
-    want = eps_of(reference, x[0], int(timesteps[0]), context[0])
-    got = eps_of(half, x[0], int(timesteps[0]), context[0])
-    assert torch.isfinite(got).all()
-    rel = ((got - want).abs().max() / want.std()).item()
+    rel = eps_error(reference, half, cases)
     assert rel <= HALF_COMPUTE_TOL[weight_dtype], f"{weight_dtype}: max |d eps| / std(eps) = {rel:.2e}"
 
 
@@ -227,14 +231,6 @@ FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn
 # (2026-12-01); 0.19 with bf16 compute under emulated dynamic VRAM. The tiny random model's weights
 # are all of one scale, so this is the rounding of every weight, not a quality figure.
 FP8_TOL = {"fp8_e4m3fn": 0.3, "fp8_e4m3fn_fast": 0.3, "fp8_e5m2": 0.5}
-
-
-def eps_error(reference, model, cases):
-    x, timesteps, context = cases["case.t16.x"], cases["case.t16.timesteps"], cases["case.t16.context"]
-    want = eps_of(reference, x[0], int(timesteps[0]), context[0])
-    got = eps_of(model, x[0], int(timesteps[0]), context[0])
-    assert torch.isfinite(got).all()
-    return ((got - want).abs().max() / want.std()).item()
 
 
 @pytest.mark.parametrize("weight_dtype", list(FP8))
