@@ -1,7 +1,20 @@
-"""Tiny Make-Your-Video checkpoints in the official layout, generated at test time."""
+"""Tiny Make-Your-Video checkpoints in the official layout, generated at test time.
+
+The parity tests' UNet is the official tiny fixture (tests/fixtures/myv_tiny_unet.safetensors). What
+the tests share with the runner's self-check (the random depth estimator folder, the generated clip,
+the TAESD VAE, a whole random checkpoint built from the official key layout) comes from the pack's
+scripts/myv_runner/selfcheck.py, re-exported here.
+"""
+
+import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from myv_runner.selfcheck import (taesd_state_dict, tiny_checkpoint, tiny_depth_estimator,  # noqa: E402,F401
+                                  unet_shapes, write_test_clip)
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -58,37 +71,3 @@ def tiny_server_checkpoint(fixtures_dir, vae=None, context_dim=1024, seed=0, std
     if vae:
         sd.update({"first_stage_model." + k: v.float().contiguous() for k, v in vae.items()})
     return sd
-
-
-def tiny_depth_estimator(folder, seed=0):
-    """A small random transformers DPT written as a model folder (config.json + model.safetensors)."""
-    from safetensors.torch import save_file
-    from transformers import DPTConfig, DPTForDepthEstimation
-
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=384, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16)
-    torch.manual_seed(seed)
-    network = DPTForDepthEstimation(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
-              str(folder / "model.safetensors"))
-    config.to_json_file(str(folder / "config.json"))
-
-
-def write_test_clip(path, frames=12, size=64, fps=8):
-    """An h264 mp4 of a bright square moving over a grey gradient."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for t in range(frames):
-            image = np.tile(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None], (size, 1, 3))
-            image[size // 4:size // 4 + size * 3 // 8, 4 + 3 * t:4 + 3 * t + size // 3] = 230
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
