@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,11 @@ def runner():
 
 
 def test_imports_nothing_of_comfyui(runner):
-    source = (ROOT / "scripts" / "run_workflow.py").read_text()
-    for name in ("comfy", "folder_paths", "nodes", "execution", "server", "comfy_extras", "comfy_api"):
-        assert f"import {name}" not in source and f"from {name} " not in source and f"from {name}." not in source
+    for path in [ROOT / "scripts" / "run_workflow.py", *sorted((ROOT / "scripts" / "myv_runner").glob("*.py"))]:
+        source = path.read_text()
+        for name in ("comfy", "folder_paths", "nodes", "execution", "server", "comfy_extras", "comfy_api"):
+            assert f"import {name}" not in source and f"from {name} " not in source and f"from {name}." not in source, \
+                (path.name, name)
 
 
 def test_arguments(runner):
@@ -35,7 +39,12 @@ def test_arguments(runner):
             runner.parse_args(["--comfyui", "/x", *bad])
         assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        runner.parse_args([])  # --comfyui is required
+        runner.parse_args([])  # --comfyui or --server is required
+    args = runner.parse_args(["--server", "http://a:8188", "--server", "http://b:8188", "--jobs", "j.csv"])
+    assert (args.comfyui, args.server, args.jobs) == (None, ["http://a:8188", "http://b:8188"], "j.csv")
+    for bad in (["--server", "a:8188"], ["--server", "http://a", "--jobs", "j.csv", "--video", "x.mp4"]):
+        with pytest.raises(SystemExit):
+            runner.parse_args(bad)
 
 
 def test_not_a_comfyui_folder(runner, tmp_path):
@@ -112,3 +121,124 @@ def test_output_files(runner, tmp_path):
                                 "animated": [True]},
                          "20": {"images": [{"filename": "p.png", "subfolder": "", "type": "temp"}]}}}
     assert runner.output_files(entry, tmp_path) == [tmp_path / "video" / "a_00001_.mp4"]
+
+
+# ---------------------------------------------------------------- the self-check's tiny assets
+
+def test_unet_shapes_are_the_official_layout(fixtures_dir):
+    """The key -> shape table built from a config is the released model's (its key manifest) and the
+    official tiny fixture's, key for key."""
+    from safetensors import safe_open
+    from tiny_models import UNET_PREFIX, unet_shapes
+    manifest = json.loads((fixtures_dir / "myv_key_manifest_full.json").read_text())
+    assert unet_shapes(manifest["config"]) == {k: tuple(v) for k, v in manifest["keys"].items()}
+    config = json.loads((fixtures_dir / "myv_tiny_reference.json").read_text())["config"]
+    with safe_open(str(fixtures_dir / "myv_tiny_unet.safetensors"), "pt") as f:
+        tiny = {k[len(UNET_PREFIX):]: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert unet_shapes(config) == tiny
+
+
+def test_self_check_checkpoint_reads_as_a_make_your_video_model():
+    """The generated checkpoint splits like the real one: UNet with temporal layers, TAESD VAE."""
+    from myv_core.checkpoint import split_checkpoint
+    from tiny_models import tiny_checkpoint
+    sd = tiny_checkpoint()
+    assert "first_stage_model.taesd_decoder.1.weight" in sd
+    parts = split_checkpoint(sd)
+    assert parts.unet and parts.temporal and parts.vae and not parts.text_encoder
+    assert (parts.config.model_channels, parts.config.context_dim) == (32, 1024)
+
+
+# ---------------------------------------------------------------- batches (no server)
+
+def jobs_module():
+    import importlib
+    sys.path.insert(0, str(ROOT / "scripts"))
+    return importlib.import_module("myv_runner.jobs")
+
+
+def test_job_lists_from_csv_json_and_a_folder(tmp_path):
+    jobs = jobs_module()
+    for name in ("a.mp4", "b.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    csv_file = tmp_path / "jobs.csv"
+    csv_file.write_text('clip,prompt,seed,steps,options\na.mp4,a cat,5,20,"{""cfg"": 6.5}"\nb.mp4,,,,\na.mp4,a dog,,,\n')
+    listed = jobs.name_jobs(jobs.read_job_file(csv_file))
+    assert [(j.name, j.prompt, j.seed, j.options) for j in listed] == [
+        ("a", "a cat", 5, {"cfg": 6.5, "steps": 20}), ("b", None, None, {}), ("a_2", "a dog", None, {})]
+    assert listed[0].clip == tmp_path / "a.mp4"
+    json_file = tmp_path / "jobs.json"
+    json_file.write_text(json.dumps([{"clip": str(tmp_path / "b.mp4"), "name": "my b", "options": {"frames": 8}}]))
+    assert [(j.name, j.options) for j in jobs.name_jobs(jobs.read_job_file(json_file))] == [("my_b", {"frames": 8})]
+    assert [j.clip.name for j in jobs.folder_jobs(tmp_path, "p", 1)] == ["a.mp4", "b.mp4"]
+    for text, message in (("prompt\nx\n", "clip column"), ("clip,seed\na.mp4,-1\n", "0 or more"),
+                          ("clip\nnothere.mp4\n", "no such clip")):
+        csv_file.write_text(text)
+        with pytest.raises(jobs.RunError, match=message):
+            jobs.name_jobs(jobs.read_job_file(csv_file))
+
+
+def test_job_options_reach_their_nodes(runner):
+    graph = runner.load_workflow(WORKFLOWS / "myv_long_video_api.json")
+    runner.apply_options(graph, {"steps": 7, "frames": 32, "width": 320, "MYVDepthEstimatorLoader.device": "cpu"})
+    by_type = {n["class_type"]: n["inputs"] for n in graph.values()}
+    assert by_type["MYVLongVideoSampler"]["steps"] == 7 and by_type["MYVSelectFrames"]["max_frames"] == 32
+    assert by_type["EmptyLatentImage"]["batch_size"] == 1  # the long-video latent stays one frame
+    assert by_type["EmptyLatentImage"]["width"] == 320 and by_type["MYVDepthEstimatorLoader"]["device"] == "cpu"
+    for bad, message in (({"colour": 1}, "unknown job option"), ({"Nope.x": 1}, "has no Nope.x")):
+        with pytest.raises(runner.RunError, match=message):
+            runner.apply_options(graph, bad)
+
+
+def test_done_marker(tmp_path):
+    jobs = jobs_module()
+    job = jobs.Job(clip=tmp_path / "a.mp4", name="a")
+    assert jobs.finished(job, tmp_path) is None
+    video = tmp_path / "a" / "v_00001_.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"v")
+    jobs.mark_finished(job, tmp_path, [video], "http://s")
+    assert jobs.finished(job, tmp_path) == [video]
+    video.unlink()  # an output gone: the job is redone
+    assert jobs.finished(job, tmp_path) is None
+
+
+class FakeTarget:
+    def __init__(self, name, dies_on=()):
+        self.name, self.dies_on, self.ran = name, set(dies_on), []
+
+
+def test_scheduler_retries_a_dead_servers_job_elsewhere(tmp_path):
+    """One job per server at a time; the job of a server that dies goes to another; a job that fails
+    on its own account is not retried; nothing left when every server died."""
+    jobs = jobs_module()
+    work = [jobs.Job(clip=tmp_path / f"{n}.mp4", name=n) for n in ("a", "b", "c", "bad")]
+    running = set()
+
+    def run_job(target, job, on_event):
+        assert target.name not in running, "two jobs on one server"
+        running.add(target.name)
+        try:
+            if job.name in target.dies_on:
+                raise jobs.ServerGone(target.name, "connection refused")
+            if job.name == "bad":
+                raise jobs.RunError("the workflow failed: node 12")
+            target.ran.append(job.name)
+            path = tmp_path / job.name / "out.mp4"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"v")
+            return [path]
+        finally:
+            running.discard(target.name)
+
+    one, two = FakeTarget("one", dies_on={"a", "b"}), FakeTarget("two")
+    bar = jobs.Bar(len(work), stream=open(os.devnull, "w"))
+    done, failed = jobs.run_batch(work, [one, two], run_job, tmp_path, bar)
+    assert sorted(done) == ["a", "b", "c"] and list(failed) == ["bad"]
+    assert one.ran == [] and sorted(two.ran) == ["a", "b", "c"]
+    assert all(jobs.finished(j, tmp_path) for j in work if j.name != "bad")
+    assert "redone on another server after a server died: a" in jobs.summary(work, [], done, failed)
+
+    lost = [jobs.Job(clip=tmp_path / "x.mp4", name="x")]
+    done, failed = jobs.run_batch(lost, [FakeTarget("only", dies_on={"x"})], run_job, tmp_path, bar)
+    assert not done and "no server left" in failed["x"]

@@ -49,12 +49,15 @@ def job_from(row, base, where):
     """One Job from a dict of a CSV row or a JSON object; clips relative to `base`."""
     if not row.get("clip"):
         raise RunError(f"{where}: no clip")
-    options = dict(row.get("options") or {})
-    if isinstance(row.get("options"), str):  # a CSV cell holding JSON
+    options = row.get("options") or {}
+    if isinstance(options, str):  # a CSV cell holding JSON
         try:
-            options = json.loads(row["options"])
+            options = json.loads(options)
         except ValueError as e:
             raise RunError(f"{where}: options is not JSON: {e}")
+    if not isinstance(options, dict):
+        raise RunError(f"{where}: options must be an object ({{\"steps\": 30, ...}})")
+    options = dict(options)
     options.update({k: scalar(v) if isinstance(v, str) else v for k, v in row.items()
                     if k not in KNOWN_FIELDS and v not in (None, "")})
     seed = row.get("seed")
@@ -261,7 +264,7 @@ def run_batch(jobs, targets, run_job, output_dir, bar):
                 outputs = run_job(target, job, on_event)
             except ServerGone as e:
                 bar.busy(target.name, None)
-                bar.note(f"server {target.name} is gone ({e}): {job.name} goes back to the queue")
+                bar.note(f"{e}: {job.name} goes back to the queue")
                 pool.finish(job, back=True)
                 return
             except RunError as e:

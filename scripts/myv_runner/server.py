@@ -67,7 +67,7 @@ def extra_paths_yaml(work, comfyui):
 class LocalServer:
     """ComfyUI's main.py as a child process; `client` talks to it once start() returned."""
 
-    def __init__(self, comfyui, port, work, output_dir, cpu):
+    def __init__(self, comfyui, port, work, output_dir, cpu, env=None):
         self.client = Client(f"http://{HOST}:{port}")
         self.url, self.port, self.work, self.output_dir = self.client.url, port, work, Path(output_dir)
         self.models = work / "models"
@@ -82,6 +82,7 @@ class LocalServer:
         if cpu:
             self.command.append("--cpu")
         self.comfyui = comfyui
+        self.env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
         self.process = None
 
     def log_tail(self, chars=3000):
@@ -93,9 +94,8 @@ class LocalServer:
     def start(self):
         if port_answers(self.port):
             raise RunError(f"port {self.port} is taken: pass --port with a free port")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=str(self.comfyui), env=env, stdout=log,
+            self.process = subprocess.Popen(self.command, cwd=str(self.comfyui), env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.client.answers():
