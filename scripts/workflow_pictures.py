@@ -53,7 +53,7 @@ SETTINGS = {
     "Comfy.Validation.Workflows": False,
     "Comfy.Workflow.ShowMissingModelsWarning": False,
     "Comfy.Workflow.ShowMissingNodesWarning": False,
-    "Comfy.NodeBadge.NodeSourceBadgeMode": "Hide built-in",  # the pack's nodes say "MakeYourVideo"
+    "Comfy.NodeBadge.NodeSourceBadgeMode": "None",  # badges of stacked nodes land inside the node above
     "Comfy.NodeBadge.NodeIdBadgeMode": "None",
     "Comfy.Minimap.Visible": False,
     "Comfy.Graph.CanvasInfo": False,
@@ -79,7 +79,7 @@ def answers(url):
         return False
 
 
-def write_clip(path, frames=24, size=128, tint=(0.9, 0.8, 0.6)):
+def write_clip(path, frames=24, width=224, height=128, tint=(0.9, 0.8, 0.6)):
     """A short clip (a bright disc moving over a gradient) so Load Video has something to show.
     Uses PyAV (a ComfyUI requirement); without it the placeholder is an empty file."""
     try:
@@ -88,13 +88,14 @@ def write_clip(path, frames=24, size=128, tint=(0.9, 0.8, 0.6)):
     except ImportError:
         path.write_bytes(b"")
         return
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy / height, xx / height
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=8)
-        stream.width = stream.height = size
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         for t in range(frames):
-            cx = 0.25 + 0.5 * t / max(frames - 1, 1)
+            cx = (0.25 + 0.5 * t / max(frames - 1, 1)) * width / height
             disc = ((xx - cx) ** 2 + (yy - 0.55) ** 2) < 0.03
             grey = 0.25 + 0.35 * yy + 0.4 * disc
             rgb = np.stack([grey * c for c in tint], axis=-1)
@@ -155,13 +156,15 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-# Runs in the page: load the workflow, hide the menus, fit every node (and group) into the canvas
-# with a margin, redraw. Returns the scale used, so a too-small picture can be noticed.
-LOAD_AND_FIT = """
-async ([workflow, margin]) => {
+# Runs in the page: load the workflow with the frontend's own loader.
+LOAD = """
+async (workflow) => { await window.app.loadGraphData(workflow, true, true, null); }
+"""
+# Runs in the page: fit every node into the canvas with a margin, redraw. Returns the scale used,
+# so a too-small picture can be noticed.
+FIT = """
+(margin) => {
     const app = window.app;
-    await app.loadGraphData(workflow, true, true, null);
-    await new Promise(r => setTimeout(r, 500));
     const canvas = app.canvas;
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const node of app.graph._nodes) {
@@ -180,6 +183,7 @@ async ([workflow, margin]) => {
     return {scale, nodes: app.graph._nodes.length, width: w, height: h};
 }
 """
+VIDEOS_READY = "[...document.querySelectorAll('video')].every(v => v.readyState >= 2)"
 
 
 def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
@@ -199,10 +203,14 @@ def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
                     page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=120_000)
                     page.keyboard.press("Escape")  # any dialog the frontend opened on its own
                     hide_chrome(page)
-                    info = page.evaluate(LOAD_AND_FIT, [json.loads(path.read_text()), margin])
+                    page.evaluate(LOAD, json.loads(path.read_text()))
                     page.keyboard.press("Escape")
                     hide_chrome(page)
-                    page.wait_for_timeout(1500)  # DOM widgets (text boxes, video previews) settle
+                    # Video previews resize their nodes once the clip is read: wait for that, then fit.
+                    page.wait_for_function(VIDEOS_READY, timeout=30_000)
+                    page.wait_for_timeout(1500)
+                    info = page.evaluate(FIT, margin)
+                    page.wait_for_timeout(1000)  # DOM widgets (text boxes, video previews) follow the canvas
                     page.evaluate("window.app.canvas.draw(true, true)")
                     target = out_dir / (path.stem + ".png")
                     page.screenshot(path=str(target))
@@ -223,6 +231,7 @@ def hide_chrome(page):
         .graph-canvas-container > .z-999, .side-tool-bar-container, .workflow-tabs-container,
         .comfyui-body-top, .comfyui-body-left, .comfyui-body-right, .comfyui-body-bottom,
         .p-toast, .p-dialog-mask, .p-blockui-mask { display: none !important; }
+        video::-webkit-media-controls { display: none !important; }  /* a still frame, no player bar */
     """)
 
 
