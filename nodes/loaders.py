@@ -1,5 +1,6 @@
 """MYVCheckpointLoader and MYVTemporalModuleLoader, and the pack's model folders."""
 
+import functools
 import logging
 import os
 
@@ -72,7 +73,7 @@ def sd2_unet_config(config):
     }
 
 
-def build_spatial_model(parts, weight_dtype, fp8_optimizations=False):
+def build_spatial_model(parts, weight_dtype, fp8_optimizations=False, disable_dynamic=False):
     """The SD2 UNet as a ComfyUI ModelPatcher, configured from the weights, not from detection."""
     config = parts.config
     model_config = comfy.supported_models.SD20(sd2_unet_config(config))
@@ -89,8 +90,15 @@ def build_spatial_model(parts, weight_dtype, fp8_optimizations=False):
     if missing or unexpected:
         raise CheckpointError(f"the UNet weights do not match the SD2 layout derived from them: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return model_patcher_class()(
+    return model_patcher_class(disable_dynamic)(
         model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()), model_config
+
+
+def load_spatial_patcher(path, weight_dtype, disable_dynamic=False):
+    """MYV Checkpoint Loader's cached_patcher_init, as core loaders register theirs: ComfyUI 0.33 builds
+    the UNet again from it for a non-dynamic clone (core TorchCompileModel, hooked conds) or another GPU."""
+    parts = load_checkpoint(path)
+    return build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8, disable_dynamic)[0]
 
 
 def build_clip(parts, model_config, name):
@@ -135,9 +143,11 @@ class MYVCheckpointLoader:
     DESCRIPTION = "Loads the Make-Your-Video depth-guided video model. CLIP or VAE is None when the file has none."
 
     def load(self, ckpt_name, weight_dtype):
-        parts = load_checkpoint(model_path(ckpt_name))
+        path = model_path(ckpt_name)
+        parts = load_checkpoint(path)
         base, model_config = build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8)
-        model = attach_temporal(base, parts.temporal)
+        base.cached_patcher_init = (load_spatial_patcher, (path, weight_dtype))
+        model = attach_temporal(base, parts.temporal, functools.partial(load_temporal_layers, path))
         return model, build_clip(parts, model_config, ckpt_name), build_vae(parts, model_config, ckpt_name)
 
 
@@ -156,4 +166,5 @@ class MYVTemporalModuleLoader:
     CATEGORY = "MakeYourVideo"
 
     def load(self, model, temporal_name):
-        return (attach_temporal(model, load_temporal_layers(model_path(temporal_name))),)
+        read = functools.partial(load_temporal_layers, model_path(temporal_name))
+        return (attach_temporal(model, read(), read),)

@@ -67,14 +67,17 @@ def check_fits(model, sites):
                 "belongs to these temporal layers.")
 
 
-def model_patcher_class():
+def model_patcher_class(disable_dynamic=False):
     """The ModelPatcher class core loaders use: ModelPatcherDynamic under dynamic VRAM (ComfyUI sets
     CoreModelPatcher at start-up when comfy-aimdo works; it falls back to ModelPatcher on CPU load
-    devices), plain ModelPatcher on ComfyUI versions without dynamic VRAM."""
+    devices), plain ModelPatcher on ComfyUI versions without dynamic VRAM or when a non-dynamic
+    model is asked for (cached_patcher_init factories get disable_dynamic=True)."""
+    if disable_dynamic:
+        return comfy.model_patcher.ModelPatcher
     return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
 
-def temporal_patcher(temporal_sd, model):
+def temporal_patcher(temporal_sd, model, disable_dynamic=False):
     """A ModelPatcher holding the temporal layers, wholly in the base model's weight dtype, computing
     in its manual-cast dtype."""
     base = model.model
@@ -84,7 +87,26 @@ def temporal_patcher(temporal_sd, model):
     offload = comfy.model_management.unet_offload_device()
     layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
     layers.load_state_dict(cast_state_dict(temporal_sd, dtype), strict=True)
-    return model_patcher_class()(layers, load_device=model.load_device, offload_device=offload)
+    return model_patcher_class(disable_dynamic)(layers, load_device=model.load_device, offload_device=offload)
+
+
+def reload_temporal_patcher(read_temporal, model, disable_dynamic=False):
+    """The temporal layers' cached_patcher_init: ComfyUI 0.33 builds a non-dynamic delegate, or a copy
+    for another GPU, from it; neither may share the weights of a dynamic patcher, so they are read again."""
+    return temporal_patcher(read_temporal(), model, disable_dynamic)
+
+
+def _is_dynamic(patcher):
+    return getattr(patcher, "is_dynamic", lambda: False)()
+
+
+def _match_dynamic(patcher, clone):
+    """ON_CLONE: a non-dynamic clone of a dynamic model (core TorchCompileModel, hooked conds, CPU
+    device selection on 0.33) gets non-dynamic temporal layers too. Additional models are cloned as
+    they are, and a dynamic patcher's weights are not plain tensors that torch.compile can trace."""
+    temporal = patcher.get_additional_models_with_key(KEY)
+    if temporal and _is_dynamic(temporal[0]) and not _is_dynamic(clone):
+        clone.set_additional_models(KEY, [temporal[0].get_non_dynamic_delegate()])
 
 
 def _temporal_layers(patcher):
@@ -185,13 +207,20 @@ def _eject_after_sampling(patcher):
     patcher.eject_model()
 
 
-def attach_temporal(model, temporal_sd):
-    """A clone of `model` that runs as the Make-Your-Video 3D UNet; `model` itself is not touched."""
+def attach_temporal(model, temporal_sd, read_temporal=None):
+    """A clone of `model` that runs as the Make-Your-Video 3D UNet; `model` itself is not touched.
+
+    read_temporal: reads `temporal_sd` again from its file, for the non-dynamic delegates of ComfyUI
+    0.33 (without it, as with a custom loader that registers no cached_patcher_init, core refuses them).
+    """
     sites = temporal_sites(temporal_sd)
     check_fits(model, sites)
     m = model.clone()
     m.add_object_patch("concat_keys", ())
-    m.set_additional_models(KEY, [temporal_patcher(temporal_sd, model)])
+    temporal = temporal_patcher(temporal_sd, model)
+    if read_temporal is not None:
+        temporal.cached_patcher_init = (reload_temporal_patcher, (read_temporal, model))
+    m.set_additional_models(KEY, [temporal])
     m.set_injections(KEY, [PatcherInjection(inject=_inject, eject=_eject)])
     for layer_type in TEMPORAL_TYPES:
         m.set_model_forward_timestep_embed_patch((layer_type, _run_temporal))
@@ -199,6 +228,8 @@ def attach_temporal(model, temporal_sd):
     m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall())
     m.remove_callbacks_with_key(CallbacksMP.ON_CLEANUP, KEY)
     m.add_callback_with_key(CallbacksMP.ON_CLEANUP, KEY, _eject_after_sampling)
+    m.remove_callbacks_with_key(CallbacksMP.ON_CLONE, KEY)
+    m.add_callback_with_key(CallbacksMP.ON_CLONE, KEY, _match_dynamic)
     logging.info("Make-Your-Video: %d temporal layers attached", len(sites))
     return m
 

@@ -52,3 +52,48 @@ def unthrottled_progress(monkeypatch):
         monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0)
         monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_PERCENT", 0.0)
     yield throttles
+
+
+@pytest.fixture()
+def dynamic_vram(monkeypatch):
+    """ComfyUI 0.33 on an NVIDIA GPU with native fp16/bf16, as far as loading is concerned.
+
+    main.py sets comfy.memory_management.aimdo_enabled and makes CoreModelPatcher the dynamic
+    patcher when comfy-aimdo works (the dynamic patcher itself falls back to ModelPatcher on a CPU
+    load device); unet_manual_cast returns None where the GPU computes in the weight dtype.
+    Skips on a ComfyUI without dynamic VRAM (comfy-aimdo).
+    """
+    import comfy.model_management
+    import comfy.model_patcher
+    if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
+        pytest.skip("this ComfyUI has no dynamic VRAM (comfy-aimdo)")
+    import comfy.memory_management
+    monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", True)
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcherDynamic)
+    monkeypatch.setattr(comfy.model_management, "unet_manual_cast", lambda *args, **kwargs: None)
+
+
+@pytest.fixture()
+def dynamic_patchers(monkeypatch):
+    """CoreModelPatcher as a GPU load device gets it under dynamic VRAM, as far as cloning goes.
+
+    ModelPatcherDynamic reroutes CPU load devices to ModelPatcher in __new__, so on the CPU this
+    stand-in keeps ModelPatcher's loading and takes from ModelPatcherDynamic what the rest of ComfyUI
+    sees when it clones: is_dynamic() and get_non_dynamic_delegate() (clone(disable_dynamic=True),
+    which rebuilds the model through the loader's cached_patcher_init). Skips without dynamic VRAM.
+    """
+    import comfy.model_patcher
+    if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
+        pytest.skip("this ComfyUI has no dynamic VRAM (comfy-aimdo)")
+
+    class DynamicOnCpu(comfy.model_patcher.ModelPatcher):
+        get_non_dynamic_delegate = comfy.model_patcher.ModelPatcherDynamic.get_non_dynamic_delegate
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.non_dynamic_delegate_model = None
+
+        def is_dynamic(self):
+            return True
+
+    return lambda: monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", DynamicOnCpu)

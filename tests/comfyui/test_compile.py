@@ -1,10 +1,11 @@
-"""torch.compile through ComfyUI's own wrapper (what core "TorchCompileModel" calls).
+"""torch.compile through core "TorchCompileModel" (this ComfyUI's own node).
 
-comfy_api.torch_helpers.set_torch_compile_wrapper compiles the diffusion model when sampling
-starts. Inside it run the pack's forward_timestep_embed patch and the temporal layers, injected
-into the UNet for the run and ejected afterwards. These tests fail when something of the pack makes
-dynamo break the graph, or recompile on a rerun of the same shape or at every step. The backend is
-dynamo with the plain eager runner: graph breaks and recompiles are dynamo's decisions, and skipping
+The node clones the MODEL (0.33: a non-dynamic clone) and sets comfy_api.torch_helpers'
+set_torch_compile_wrapper, which compiles the diffusion model when sampling starts. Inside it run
+the pack's forward_timestep_embed patch and the temporal layers, injected into the UNet for the run
+and ejected afterwards. These tests fail when something of the pack makes dynamo break the graph,
+or recompile on a rerun of the same shape or at every step. The backend counts the graphs dynamo
+hands it and runs them eagerly: graph breaks and recompiles are dynamo's decisions, and skipping
 inductor's code generation keeps the tests to seconds on a CPU. ComfyUI's attention is its SDPA
 function here, what it picks on a GPU (the CPU default splits attention in Python loops).
 """
@@ -14,7 +15,6 @@ import torch
 
 import comfy.ldm.modules.attention
 import comfy.sample
-from comfy_api.torch_helpers import set_torch_compile_wrapper
 
 from tiny_models import tiny_unet
 
@@ -35,7 +35,7 @@ def graphs():
     torch._dynamo.utils.counters.clear()
     compiled = []
 
-    def backend(gm, example_inputs):
+    def backend(gm, example_inputs, **options):
         compiled.append(gm)
         return gm.forward
 
@@ -60,12 +60,18 @@ def sample(model, frames, steps=2, cfg=1.0):
                                disable_pbar=True, seed=0)
 
 
+def compile_node(model, backend):
+    """What core "TorchCompileModel" returns for `model` (its own execute, this ComfyUI's version)."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    return TorchCompileModel.execute(model, backend)[0]
+
+
 def test_one_graph_and_no_recompile_on_rerun(pack, model_dir, fixtures_dir, sdpa_attention, graphs):
     import torch._dynamo
     backend, compiled = graphs
     model = video_model(pack, model_dir, fixtures_dir, 8)
     eager = sample(model, 8)
-    set_torch_compile_wrapper(model, backend=backend, dynamic=False)
+    model = compile_node(model, backend)
     first = sample(model, 8)
     breaks = dict(torch._dynamo.utils.counters["graph_break"])
     assert not breaks, f"graph breaks: {breaks}"
@@ -80,6 +86,23 @@ def test_cfg_batch_compiles_once(pack, model_dir, fixtures_dir, sdpa_attention, 
     """cond and uncond in one UNet call (two videos): still one graph, reused at every step."""
     backend, compiled = graphs
     model = video_model(pack, model_dir, fixtures_dir, 8)
-    set_torch_compile_wrapper(model, backend=backend, dynamic=False)
-    sample(model, 8, steps=3, cfg=3.0)
+    sample(compile_node(model, backend), 8, steps=3, cfg=3.0)
     assert len(compiled) == 1
+
+
+def test_core_node_under_dynamic_vram(pack, model_dir, fixtures_dir, sdpa_attention, graphs, dynamic_patchers):
+    """ComfyUI 0.33's node compiles a non-dynamic clone (model.clone(disable_dynamic=True)), which
+    rebuilds the UNet through the loader's cached_patcher_init; the temporal layers follow it."""
+    from comfyui_makeyourvideo.nodes.patching import KEY
+    backend, compiled = graphs
+    eager = sample(video_model(pack, model_dir, fixtures_dir, 8), 8)
+    dynamic_patchers()
+    model = video_model(pack, model_dir, fixtures_dir, 8)
+    assert model.is_dynamic() and model.get_additional_models_with_key(KEY)[0].is_dynamic()
+    fast = compile_node(model, backend)
+    assert not fast.is_dynamic() and not fast.get_additional_models_with_key(KEY)[0].is_dynamic()
+    assert fast.model is not model.model  # the delegate has weights of its own
+    first = sample(fast, 8)
+    assert not dict(torch._dynamo.utils.counters["graph_break"])
+    assert len(compiled) == 1
+    assert torch.allclose(first, eager, atol=1e-5)

@@ -101,24 +101,6 @@ def test_temporal_group_norm_statistics_are_fp32_for_half_inputs(pack, dtype):
 
 # --- What an NVIDIA GPU does in half precision, emulated on the CPU with ComfyUI's own switches ---
 
-dynamic_vram_only = pytest.mark.skipif(not hasattr(comfy.model_patcher, "ModelPatcherDynamic"),
-                                       reason="this ComfyUI has no dynamic VRAM (comfy-aimdo)")
-
-
-@pytest.fixture()
-def dynamic_vram(monkeypatch):
-    """ComfyUI 0.33 on an NVIDIA GPU with native fp16/bf16, as far as loading is concerned.
-
-    main.py sets comfy.memory_management.aimdo_enabled and makes CoreModelPatcher the dynamic
-    patcher when comfy-aimdo works (the dynamic patcher itself falls back to ModelPatcher on a CPU
-    load device); unet_manual_cast returns None where the GPU computes in the weight dtype.
-    """
-    import comfy.memory_management
-    monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", True)
-    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcherDynamic)
-    monkeypatch.setattr(comfy.model_management, "unet_manual_cast", lambda *args, **kwargs: None)
-
-
 def save_fp32_release(fixtures_dir, model_dir):
     """The tiny model saved in float32, as the released model.ckpt is."""
     from tiny_models import tiny_unet
@@ -146,7 +128,6 @@ def eps_error(reference, model, cases):
 HALF_COMPUTE_TOL = {"fp16": 0.02, "bf16": 0.1}
 
 
-@dynamic_vram_only
 @pytest.mark.parametrize("weight_dtype", ["fp16", "bf16"])
 def test_half_precision_step_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram, weight_dtype):
     name = save_fp32_release(fixtures_dir, model_dir)
@@ -160,7 +141,6 @@ def test_half_precision_step_under_dynamic_vram(pack, model_dir, fixtures_dir, c
     assert rel <= HALF_COMPUTE_TOL[weight_dtype], f"{weight_dtype}: max |d eps| / std(eps) = {rel:.2e}"
 
 
-@dynamic_vram_only
 def test_temporal_module_loader_on_a_bf16_model_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram):
     """The converter's fp32 temporal file on a bf16 5-channel MODEL: the temporal layers follow the MODEL."""
     from comfyui_makeyourvideo.myv_core.checkpoint import split_checkpoint
@@ -209,7 +189,6 @@ def test_temporal_conv_edges_with_the_nvidia_conv3d_workaround(pack, cases, monk
     assert per_frame.max() <= 4 * torch.finfo(dtype).eps * y.abs().max()
 
 
-@dynamic_vram_only
 def test_unet_and_temporal_layers_are_dynamic_models(pack, model_dir, fixtures_dir, dynamic_vram, monkeypatch):
     """Both patchers come from CoreModelPatcher, the class core loaders use (ModelPatcherDynamic under
     dynamic VRAM): load_models_gpu frees memory the dynamic way only when every model of the set,
@@ -246,7 +225,6 @@ def test_fp8_weights_compute_in_the_manual_cast_dtype(pack, model_dir, fixtures_
     assert rel <= FP8_TOL[weight_dtype], f"{weight_dtype}: max |d eps| / std(eps) = {rel:.2e}"
 
 
-@dynamic_vram_only
 def test_fp8_weights_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dynamic_vram, monkeypatch):
     """A GPU without fp8 compute: fp8 weights, bf16 compute (unet_manual_cast's answer there)."""
     monkeypatch.setattr(comfy.model_management, "unet_manual_cast",
@@ -258,3 +236,28 @@ def test_fp8_weights_under_dynamic_vram(pack, model_dir, fixtures_dir, cases, dy
     reference = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
     rel = eps_error(reference, model, cases)
     assert rel <= FP8_TOL["fp8_e4m3fn"] + HALF_COMPUTE_TOL["bf16"]
+
+
+def test_non_dynamic_delegates_are_built_once(pack, model_dir, fixtures_dir, dynamic_patchers, monkeypatch):
+    """Hooked conds make every sampler call get_non_dynamic_delegate() on 0.33: the first call reads
+    the checkpoint again (UNet and temporal layers), later calls reuse those weights; the delegates run
+    exactly as the model they stand for and leave it unchanged."""
+    from comfyui_makeyourvideo.myv_core import checkpoint
+    from comfyui_makeyourvideo.nodes.patching import KEY
+    name = save_fp32_release(fixtures_dir, model_dir)
+    dynamic_patchers()
+    model = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    reads = []
+    read = checkpoint.load_state_dict
+    monkeypatch.setattr(checkpoint, "load_state_dict", lambda path: reads.append(path) or read(path))
+    first, second = model.get_non_dynamic_delegate(), model.get_non_dynamic_delegate()
+    assert len(reads) == 2  # the spatial factory and the temporal one, once each
+    for delegate in (first, second):
+        assert not delegate.is_dynamic() and not delegate.get_additional_models_with_key(KEY)[0].is_dynamic()
+    assert first.model is second.model and first.model is not model.model
+    temporal = [m.get_additional_models_with_key(KEY)[0].model for m in (model, first, second)]
+    assert temporal[1] is temporal[2] and temporal[1] is not temporal[0]
+    assert all(torch.equal(a, b) for a, b in zip(temporal[0].state_dict().values(), temporal[1].state_dict().values()))
+    assert all(torch.equal(before[k], v) for k, v in first.model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())
