@@ -122,12 +122,22 @@ def _inject(patcher):
             block.insert(site.after + 1, layer)
 
 
+def _remove(block, i):
+    """del block[i], keeping the type of block._modules: Sequential.__delitem__ rebuilds it as an
+    OrderedDict, and torch.compile guards that type, so the next run would compile the UNet again."""
+    modules = block._modules
+    last = len(modules) - 1
+    for j in range(i, last):
+        modules[str(j)] = modules[str(j + 1)]
+    del modules[str(last)]
+
+
 def _eject(patcher):
     unet = unet_of(patcher)
     for block in (*unet.input_blocks, unet.middle_block, *unet.output_blocks):
         for i in reversed(range(len(block))):
             if isinstance(block[i], TEMPORAL_TYPES):
-                del block[i]
+                _remove(block, i)
 
 
 def _run_temporal(layer, x, emb, context, transformer_options, *args):
