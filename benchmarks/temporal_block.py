@@ -8,8 +8,10 @@ random weights into myv_core's modules (strict), and times both on the same inpu
 official, official, ours, ...) so background load hits both alike; medians are printed with their
 ratio (official / ours: above 1 means the pack is faster). The transformer's parts are timed the
 same way: the attention layer (q/k/v/out projections + attention), the feed-forward, and the
-attention core alone. Defaults: 16 frames, 512 sequences (2 x 16 x 16 positions), 320 channels,
-5 heads of 64, fp32, torch's thread count.
+attention core alone. The GEMM floor is the time of the transformer's linear layers alone on
+inputs of their sizes: an fp32 rewrite that keeps those products cannot be faster than it, so
+official/floor bounds official/ours. Defaults: 16 frames, 512 sequences (2 x 16 x 16 positions),
+320 channels, 5 heads of 64, fp32, torch's thread count.
 
 The official code is not part of this repository: pass a checkout (it needs einops and opencv).
 """
@@ -103,8 +105,17 @@ def main():
             "  feed-forward (GEGLU)": (lambda: block.ff(tokens), lambda: official_block.ff(tokens)),
             "TemporalConvBlock (whole)": (lambda: ours_conv(x), lambda: official_conv(x)),
         }
+        # The GEMM floor: every nn.Linear of the block on an input of its size and nothing else.
+        linears = [m for m in official.modules() if isinstance(m, torch.nn.Linear)]
+        gemm_inputs = [torch.randn(seqs * args.frames, m.in_features) for m in linears]
+
+        def gemms():
+            for m, t in zip(linears, gemm_inputs):
+                torch.nn.functional.linear(t, m.weight, m.bias)
+        pairs["GEMMs alone"] = (gemms, gemms)
         in_turns(pairs, 1)  # warm-up
         result = in_turns(pairs, args.repeats)
+        floor = statistics.median(result.pop("GEMMs alone"))
 
     print(f"{args.batch} videos x {args.frames} frames x {args.size}x{args.size}, {c} channels, {heads} heads, fp32, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} in turns")
@@ -112,6 +123,10 @@ def main():
     for name, (mine, theirs) in result.items():
         print(f"{name:42}  {mine * 1e3:>8.1f}  {theirs * 1e3:>11.1f}  {theirs / mine:>13.2f}")
     print(f"max |ours - official|: transformer {error:.1e}, conv block {conv_error:.1e}, attention core {core_error:.1e}")
+    mine, theirs = result["TemporalTransformer (whole)"]
+    print(f"GEMM floor (the transformer's {len(linears)} nn.Linear on inputs of their sizes, nothing else): "
+          f"{floor * 1e3:.1f} ms; ours {mine / floor:.2f}x it, official {theirs / floor:.2f}x it: with the "
+          f"same fp32 GEMMs no rewrite gets official/ours above {theirs / floor:.2f}")
 
 
 if __name__ == "__main__":

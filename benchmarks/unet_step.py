@@ -163,11 +163,15 @@ class OfficialSide:
         return {"unet_batch": [self.chunks * self.x.shape[2]]}
 
 
-def load_comfyui(comfyui, device):
+def load_comfyui(comfyui, device, pytorch_attention=False):
+    """ComfyUI in this process (CPU mode on the CPU) with the pack loaded as its custom node loader does.
+    pytorch_attention: ComfyUI's --use-pytorch-cross-attention (SDPA, its choice on a GPU; on a CPU it
+    picks attention_sub_quad otherwise)."""
     sys.path.insert(0, comfyui)
     from comfy.cli_args import args
     if device == "cpu":
         args.cpu = True  # before comfy.model_management is imported
+    args.use_pytorch_cross_attention = pytorch_attention
     import importlib.util
 
     import nodes  # noqa: F401  ComfyUI's nodes.py first, as main.py does
@@ -184,7 +188,7 @@ class OursSide:
         import shutil
 
         device, frames, cfg = job["device"], job["frames"], job["cfg"]
-        pack = load_comfyui(job["comfyui"], device)
+        pack = load_comfyui(job["comfyui"], device, job["pytorch_attention"])
         import comfy.ldm.modules.attention
         import comfy.model_management
         import comfy.sample
@@ -370,6 +374,8 @@ def main():
     parser.add_argument("--timestep", type=int, default=981, help="DDPM timestep of the step (981: the first "
                                                                      "of 50 uniform DDIM steps)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pytorch-attention", action="store_true",
+                        help="ComfyUI's --use-pytorch-cross-attention for our side (SDPA, its GPU default)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.worker:
@@ -382,7 +388,7 @@ def main():
     device = pick_device(opts.device)
     base = {"official": str(official), "comfyui": find_comfyui(opts.comfyui), "device": device,
             "size": opts.size, "repeats": opts.repeats, "warmup": opts.warmup, "threads": opts.threads,
-            "timestep": opts.timestep, "seed": opts.seed}
+            "timestep": opts.timestep, "seed": opts.seed, "pytorch_attention": opts.pytorch_attention}
 
     gpu = f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""
     print(f"Make-Your-Video tiny model, one sampling step, latent {opts.size}x{opts.size} "

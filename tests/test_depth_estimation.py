@@ -343,7 +343,7 @@ def test_temporal_smoothing():
 
 def test_flicker_per_clip_and_smoothing():
     """per_clip removes the flicker of a changing range, per_frame that of estimator drift; smoothing
-    lowers both. `pytest -s` prints the table quoted in the README."""
+    lowers both. `pytest -s` prints the table quoted in docs/depth.md."""
     rows = flicker_table()
     value = {(scenario, mode, s): f for scenario, mode, s, f, _, _ in rows}
     assert value[("approach", "per_clip", 0.0)] < value[("approach", "per_frame", 0.0)]

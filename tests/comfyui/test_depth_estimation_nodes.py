@@ -347,7 +347,7 @@ def test_without_native_depth_nothing_changes(pack, estimator_dir, video_model):
 
 @pytest.mark.parametrize("name", PHOTOGRAPHS)
 def test_depth_channel_before_and_after_on_photographs(pack, estimator_dir, tiny_dpt, video_model, name):
-    """The README figure's small twin: 16 frames of a real photograph (scikit-image) panned or zoomed,
+    """The small twin of docs/depth.md's figure: 16 frames of a real photograph (scikit-image) panned or zoomed,
     256x256, the tiny DPT-Hybrid (seeded random weights), MYV Estimate Depth (defaults) -> MYV Video
     KSampler (cfg 7.5, latent 32x32); error of the UNet's depth channel against the official
     get_batch_depth, without native_depth (before) and with it (after). `pytest -s` prints them;
