@@ -94,11 +94,15 @@ def build_spatial_model(parts, weight_dtype, fp8_optimizations=False, disable_dy
         model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()), model_config
 
 
+def spatial_model(parts, weight_dtype, disable_dynamic=False):
+    """build_spatial_model for a weight_dtype name of MYV Checkpoint Loader."""
+    return build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8, disable_dynamic)
+
+
 def load_spatial_patcher(path, weight_dtype, disable_dynamic=False):
     """MYV Checkpoint Loader's cached_patcher_init, as core loaders register theirs: ComfyUI 0.33 builds
     the UNet again from it for a non-dynamic clone (core TorchCompileModel, hooked conds) or another GPU."""
-    parts = load_checkpoint(path)
-    return build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8, disable_dynamic)[0]
+    return spatial_model(load_checkpoint(path), weight_dtype, disable_dynamic)[0]
 
 
 def build_clip(parts, model_config, name):
@@ -145,7 +149,7 @@ class MYVCheckpointLoader:
     def load(self, ckpt_name, weight_dtype):
         path = model_path(ckpt_name)
         parts = load_checkpoint(path)
-        base, model_config = build_spatial_model(parts, WEIGHT_DTYPES[weight_dtype], weight_dtype == FAST_FP8)
+        base, model_config = spatial_model(parts, weight_dtype)
         base.cached_patcher_init = (load_spatial_patcher, (path, weight_dtype))
         model = attach_temporal(base, parts.temporal, functools.partial(load_temporal_layers, path))
         return model, build_clip(parts, model_config, ckpt_name), build_vae(parts, model_config, ckpt_name)
