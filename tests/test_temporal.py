@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from myv_core import temporal
 from myv_core.attention import causal_band_mask, temporal_attention
 from myv_core.temporal import TemporalConvBlock, TemporalTransformer
 
@@ -36,11 +37,38 @@ def conv(cases):
 
 
 @pytest.mark.parametrize("case", ["t24", "t7"])
+@pytest.mark.parametrize("chunk_rows", [None, 24])
 @torch.no_grad()
-def test_temporal_transformer_matches_official(transformer, cases, case):
+def test_temporal_transformer_matches_official(transformer, cases, case, chunk_rows, monkeypatch):
+    """Whole batch, and (chunk_rows) a few sequences at a time as on the CPU for large inputs."""
     x = cases[f"module.temporal_transformer.case.{case}.x"]
     y = cases[f"module.temporal_transformer.case.{case}.y"]
-    assert (transformer(x) - y).abs().max().item() <= TOL
+    whole = transformer(x)
+    if chunk_rows:
+        monkeypatch.setattr(temporal, "CPU_CHUNK_ROWS", chunk_rows)
+        chunked = transformer(x)
+        assert x.shape[0] * x.shape[3] * x.shape[4] > max(1, chunk_rows // x.shape[2])  # more than one chunk
+        assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-5)  # GEMMs of fewer rows may round differently
+    assert (whole - y).abs().max().item() <= TOL
+
+
+def test_temporal_transformer_gradients_through_chunks_and_geglu(cases, monkeypatch):
+    """The in-place GEGLU product and the chunked sequences keep autograd's gradients (the micro model trains
+    through them)."""
+    torch.manual_seed(0)
+    tt = TemporalTransformer(64, heads=4, head_dim=16)
+    tt.load_state_dict(module_weights(cases, "temporal_transformer"), strict=True)
+    x = cases["module.temporal_transformer.case.t7.x"].clone().requires_grad_(True)
+    tt(x).square().sum().backward()
+    grads = x.grad.clone(), tt.transformer_blocks[0].ff.net[0].proj.weight.grad.clone()
+    tt.zero_grad()
+    x.grad = None
+    monkeypatch.setattr(temporal, "CPU_CHUNK_ROWS", 7)
+    monkeypatch.setattr(temporal.GEGLU, "forward", lambda self, h: (lambda a, g: a * torch.nn.functional.gelu(g))(
+        *self.proj(h).chunk(2, dim=-1)))
+    tt(x).square().sum().backward()
+    assert torch.allclose(x.grad, grads[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(tt.transformer_blocks[0].ff.net[0].proj.weight.grad, grads[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", ["t20", "t1"])
