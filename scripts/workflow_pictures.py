@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from myv_runner.server import stop_process  # scripts/ is this script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR = "ComfyUI-MakeYourVideo"
@@ -147,13 +148,7 @@ class Server:
             raise SystemExit(f"the pack did not load in ComfyUI; its log:\n{self.log_path.read_text(errors='replace')[-4000:]}")
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
 
 
 # Runs in the page: load the workflow with the frontend's own loader.

@@ -64,6 +64,18 @@ def extra_paths_yaml(work, comfyui):
     return path
 
 
+def stop_process(process, timeout=15):
+    """SIGTERM (ComfyUI shuts down cleanly), then SIGKILL if it is still there after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 class LocalServer:
     """ComfyUI's main.py as a child process; `client` talks to it once start() returned."""
 
@@ -107,11 +119,5 @@ class LocalServer:
             time.sleep(0.5)
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        if self.process is not None:
+            stop_process(self.process)
