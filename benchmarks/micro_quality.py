@@ -1,0 +1,229 @@
+"""The trained micro model through the real nodes: depth and prompt adherence, coherence, seams.
+
+    python benchmarks/micro_quality.py [--clips 4] [--markdown table.md] [--picture docs/micro_model.png]
+
+Loads tests/fixtures/myv_micro.safetensors (scripts/train_micro_model.py) with MYV Checkpoint Loader
+in an in-process ComfyUI (COMFYUI_PATH or --comfyui), samples held-out synthetic clips
+(scripts/micro_model/data.py, seed 100, prompts in turn) under each condition below and prints one
+table of the benchmarks/micro_metrics.py metrics, averaged over the clips. The latents are compared
+in the model's own space (no VAE: the micro model was trained without one).
+
+Conditions: 16 frames in one pass (MYV Video KSampler); 64 frames in one pass (the causal mask); 64
+frames with MYV Long Video Sampler, context 0, 2, 4, 8; 64 frames as independent 16-frame runs (seed,
+seed + 1, ...); 64 frames with core context windows (Context Windows (Manual) at its defaults, dim 0,
+where ComfyUI has it); per_frame vs per_clip normalisation on a clip whose depth scale grows 0.3 ->
+1.0; re-rendering (denoise 0.6 from a clip with a different layout).
+"""
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "scripts")]
+sys.path.append(str(HERE.parent))  # myv_core; after ComfyUI's path, so `nodes` stays ComfyUI's nodes.py
+import micro_metrics as metrics  # noqa: E402
+from micro_model import data  # noqa: E402
+from myv_core.chaining import window_schedule  # noqa: E402
+from unet_step import LATENT_SCALE, REPO, find_comfyui, load_comfyui  # noqa: E402
+
+CHECKPOINT = REPO / "tests" / "fixtures" / "myv_micro.safetensors"
+STEPS, CFG, SAMPLER, SCHEDULER = 20, 5.0, "euler", "normal"
+WINDOW = 16
+EVAL_SEED = 100
+RERENDER_DENOISE = 0.6
+
+
+def depth_image(depth):
+    """(frames, 1, H, W) near = bright -> the IMAGE a depth estimator would hand the nodes."""
+    return depth.permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous()
+
+
+def load_micro_model(pack, checkpoint=CHECKPOINT):
+    """The micro model's MODEL from MYV Checkpoint Loader, via a temporary models/makeyourvideo folder."""
+    import folder_paths
+
+    folder = tempfile.mkdtemp(prefix="myv_micro_")
+    try:
+        shutil.copy(checkpoint, Path(folder) / checkpoint.name)
+        folder_paths.add_model_folder_path("makeyourvideo", folder, is_default=True)
+        return pack.nodes.loaders.MYVCheckpointLoader().load(checkpoint.name, "fp32")[0]
+    finally:
+        folder_paths.folder_names_and_paths["makeyourvideo"][0].remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class MicroSampler:
+    """Samples one clip under one condition through the pack's nodes; returns model-space latents."""
+
+    def __init__(self, pack, model):
+        self.pack, self.model = pack, model
+        self.prompts = data.prompt_embeddings()
+
+    def conds(self, prompt):
+        return [[self.prompts[prompt:prompt + 1], {}]], [[self.prompts[-1:], {}]]
+
+    def one_pass(self, depth, prompt, seed, normalize="per_frame", start=None, denoise=1.0):
+        positive, negative = self.conds(prompt)
+        latent = torch.zeros(depth.shape[0], 4, data.LATENT, data.LATENT) if start is None else start / LATENT_SCALE
+        out = self.pack.nodes.sampling.MYVVideoKSampler().sample(
+            self.model, positive, negative, depth_image(depth), {"samples": latent}, seed, STEPS, CFG, SAMPLER,
+            SCHEDULER, denoise, normalize)[0]["samples"]
+        return out * LATENT_SCALE
+
+    def long_video(self, depth, prompt, seed, context):
+        positive, negative = self.conds(prompt)
+        out = self.pack.nodes.long_video.MYVLongVideoSampler().sample(
+            self.model, positive, negative, depth_image(depth), {"samples": torch.zeros(1, 4, data.LATENT, data.LATENT)},
+            seed, STEPS, CFG, SAMPLER, SCHEDULER, WINDOW, context, "per_frame")[0]["samples"]
+        return out * LATENT_SCALE
+
+    def independent(self, depth, prompt, seed):
+        return torch.cat([self.one_pass(depth[s:s + WINDOW], prompt, seed + k)
+                          for k, s in enumerate(range(0, depth.shape[0], WINDOW))])
+
+    def core_windows(self, depth, prompt, seed):
+        """Core Context Windows (Manual) with its defaults (dim 0): (latents, first new frame of each window)."""
+        from long_video import core_context_windows
+
+        positive, negative = self.conds(prompt)
+        common = dict(model=self.model, positive=positive, negative=negative, depth=depth_image(depth), seed=seed,
+                      steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, normalize="per_frame")
+        job = {"window": WINDOW, "context": 4, "frames": depth.shape[0], "size": data.LATENT}
+        out, windows = core_context_windows(self.pack, common, job)
+        return out * LATENT_SCALE, [w.start + w.keep for w in windows if w.start]
+
+
+def has_core_context_windows():
+    return importlib.util.find_spec("comfy_extras.nodes_context_windows") is not None
+
+
+def evaluation_clips(count, frames=64):
+    return data.make_clips(count, torch.Generator().manual_seed(EVAL_SEED), frames=frames,
+                           prompts=torch.arange(count) % data.PROMPTS)
+
+
+def growing_depth(depth):
+    """The clip's depth scaled by 0.3 -> 1.0 over its frames (relative depth whose range drifts)."""
+    return depth * torch.linspace(0.3, 1.0, depth.shape[0])[:, None, None, None]
+
+
+def run(sampler, clips, cores=True):
+    """{condition: {metric: mean over clips}}, and the first clip's latents per condition (for the picture)."""
+    count = clips.latents.shape[0]
+    wrong = torch.roll(torch.arange(count), 1)  # each clip scored against another clip's depth: chance
+    starts = {f"context {c}": [w.start + w.keep for w in window_schedule(64, WINDOW, c)[1:]] for c in (0, 2, 4, 8)}
+    table, first = {}, {}
+
+    def add(name, i, latents, coverage, centres, prompt, window_starts=None, layout_only=False):
+        """layout_only: the video scored against another clip's layout, where only the position metrics mean anything."""
+        row = table.setdefault(name, {})
+        values = {"depth IoU": metrics.depth_iou(latents, coverage), "track": metrics.track_error(latents, centres)}
+        if not layout_only:
+            values["prompt"] = float(metrics.prompt_choice(latents, coverage, data.COLOURS) == prompt)
+            values["flicker"] = metrics.static_flicker(latents, coverage)
+        if window_starts:
+            values["seams"] = metrics.seams(latents, window_starts)
+        for k, v in values.items():
+            row.setdefault(k, []).append(v)
+        if i == 0:
+            first[name] = latents
+
+    for i in range(count):
+        depth, cov, centres, prompt = clips.depth[i], clips.coverage[i], clips.centres[i], int(clips.prompts[i])
+        seed = 1000 + i
+        short = sampler.one_pass(depth[:16], prompt, seed)
+        add("16 frames, one pass", i, short, cov[:16], centres[:16], prompt)
+        add("16 frames, scored against another clip's depth (chance)", i, short, clips.coverage[wrong[i], :16],
+            clips.centres[wrong[i], :16], prompt, layout_only=True)
+        other = clips.latents[wrong[i], :16]
+        noised = sampler.one_pass(depth[:16], prompt, seed, start=other, denoise=RERENDER_DENOISE)
+        add(f"16 frames, re-render at denoise {RERENDER_DENOISE} from another clip", i, noised, cov[:16], centres[:16], prompt)
+        add("16 frames, re-render, scored against the source clip's layout", i, noised,
+            clips.coverage[wrong[i], :16], clips.centres[wrong[i], :16], prompt, layout_only=True)
+        for normalize in ("per_frame", "per_clip"):
+            grown = sampler.one_pass(growing_depth(depth[:16]), prompt, seed, normalize=normalize)
+            add(f"16 frames, depth scale 0.3 -> 1.0, {normalize}", i, grown, cov[:16], centres[:16], prompt)
+        add("64 frames, one pass", i, sampler.one_pass(depth, prompt, seed), cov, centres, prompt,
+            starts["context 0"])
+        for context in (0, 2, 4, 8):
+            add(f"64 frames, MYV Long Video Sampler, context {context}", i,
+                sampler.long_video(depth, prompt, seed, context), cov, centres, prompt, starts[f"context {context}"])
+        add("64 frames, independent 16-frame runs", i, sampler.independent(depth, prompt, seed), cov, centres,
+            prompt, starts["context 0"])
+        if cores:
+            latents, window_starts = sampler.core_windows(depth, prompt, seed)
+            add("64 frames, core context windows", i, latents, cov, centres, prompt, window_starts)
+        print(f"clip {i + 1}/{count} done", flush=True)
+    means = {name: {k: sum(v) / len(v) for k, v in row.items()} for name, row in table.items()}
+    return means, first
+
+
+COLUMNS = ("depth IoU", "prompt", "flicker", "track", "seams")
+
+
+def markdown(means):
+    lines = ["| condition | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, row in means.items():
+        cells = [f"{row[c]:.3f}" if c in row else "" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latent_rgb(latents):
+    """(frames, 4, 8, 8) -> (frames, 64, 64, 3) uint8: the prompt colours' directions as red, green, blue."""
+    projection = torch.tensor([[1.0, 1.0, 0.0, 0.0], [-1.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 1.0]]) / 2
+    rgb = torch.einsum("rc,fchw->fhwr", projection, latents) * 0.5 + 0.5
+    rgb = rgb.clamp(0, 1).repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
+    return (rgb * 255).round().byte()
+
+
+def picture(first, depth, path, frames=(0, 8, 15, 16, 24, 31, 32, 47, 48, 63)):
+    """Rows: the depth video and the first clip under each 64-frame condition; columns: frames."""
+    from PIL import Image, ImageDraw
+
+    rows = [("depth (input)", (depth[:, 0, :, :, None].expand(-1, -1, -1, 3) * 255).round().byte())]
+    rows += [(name, latent_rgb(latents)) for name, latents in first.items() if latents.shape[0] == 64]
+    label, cell, gap = 300, 64, 4
+    canvas = Image.new("RGB", (label + len(frames) * (cell + gap), 20 + len(rows) * (cell + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, f in enumerate(frames):
+        draw.text((label + j * (cell + gap) + 4, 4), f"frame {f}", fill="black")
+    for i, (name, video) in enumerate(rows):
+        y = 20 + i * (cell + gap)
+        draw.text((4, y + cell // 2 - 6), name.replace("64 frames, ", ""), fill="black")
+        for j, f in enumerate(frames):
+            canvas.paste(Image.fromarray(video[f].numpy()), (label + j * (cell + gap), y))
+    canvas.save(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui")
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--picture", type=Path, help="write the frames-side-by-side picture here (PNG)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    pack = load_comfyui(find_comfyui(args.comfyui), "cpu")
+    sampler = MicroSampler(pack, load_micro_model(pack, args.checkpoint))
+    clips = evaluation_clips(args.clips)
+    with torch.inference_mode():
+        means, first = run(sampler, clips, cores=has_core_context_windows())
+    table = markdown(means)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.picture:
+        picture(first, clips.depth[0], args.picture)
+
+
+if __name__ == "__main__":
+    main()
