@@ -44,8 +44,10 @@ def initial_weights(seed):
 class MicroUNet:
     """A Make-Your-Video MODEL built by the pack from a state dict, with its weights made trainable.
 
-    __call__(x, depth_channel, t, context): eps for (clips * frames, 4, 8, 8) latents, `frames` frames
-    per clip, exactly as one UNet call of the nodes' sampling (concat depth, frames as the batch).
+    __call__(x, depth_channel, t, context, frames): eps for (clips * frames, 4, 8, 8) latents, as one
+    UNet call of the nodes' sampling (depth concatenated, frames as the batch). Training runs the UNet
+    outside a sampler, so the temporal layers are injected here with nodes/patching.py's own
+    inject/eject rather than by ComfyUI's model loading.
     """
 
     def __init__(self, pack, state_dict):
