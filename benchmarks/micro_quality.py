@@ -16,7 +16,7 @@ where ComfyUI has it); per_frame vs per_clip normalisation on a clip whose depth
 """
 
 import argparse
-import importlib
+import importlib.util
 import shutil
 import sys
 import tempfile
