@@ -55,6 +55,14 @@ def static_flicker(latents, coverage):
     return float(change[free].mean())
 
 
+def drift(latents, coverage):
+    """Long-range coherence where nothing moves: mean |last frame - first frame| over the cells the disc
+    touches in neither (flicker's measure across the whole clip: 0 = the background keeps its colour)."""
+    free = (coverage[-1] == 0) & (coverage[0] == 0)
+    change = (latents[-1] - latents[0]).abs().mean(dim=0, keepdim=True)
+    return float(change[free].mean())
+
+
 def track_error(latents, centres):
     """Temporal coherence of the motion: mean distance, in latent cells, between the objectness-weighted
     centre of the video's disc (cells above half the frame's top objectness) and the disc centre the

@@ -127,6 +127,7 @@ def run(sampler, clips, cores=True):
         if not layout_only:
             values["prompt"] = float(metrics.prompt_choice(latents, coverage, data.COLOURS) == prompt)
             values["flicker"] = metrics.static_flicker(latents, coverage)
+            values["drift"] = metrics.drift(latents, coverage)
         if window_starts:
             values["seams"] = metrics.seams(latents, window_starts)
         for k, v in values.items():
@@ -164,7 +165,7 @@ def run(sampler, clips, cores=True):
     return means, first
 
 
-COLUMNS = ("depth IoU", "prompt", "flicker", "track", "seams")
+COLUMNS = ("depth IoU", "prompt", "flicker", "drift", "track", "seams")
 
 
 def markdown(means):
