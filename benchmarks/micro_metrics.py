@@ -8,7 +8,7 @@ its colour.
 
 import torch
 
-from myv_core.chaining import Window, seam_ratio
+from myv_core.chaining import change_ratio
 
 
 def objectness(latents):
@@ -77,8 +77,7 @@ def track_error(latents, centres):
 
 
 def seams(latents, window_starts):
-    """Seam ratio at window boundaries: myv_core.chaining.seam_ratio with a boundary before every
-    window start in `window_starts` (the first frame a window generated), i.e. mean |frame change|
-    across boundaries over the same inside windows; 1 = no seam."""
-    windows = [Window(0, latents.shape[0], 0)] + [Window(s - 1, s + 1, 1) for s in window_starts]
-    return seam_ratio(latents, windows)
+    """Seam ratio at window boundaries: the mean |frame change| into every frame in `window_starts`
+    (the first frame a window generated) over the same for the other frames
+    (myv_core.chaining.change_ratio, what seam_ratio measures); 1 = no seam."""
+    return change_ratio(latents, {s - 1 for s in window_starts})

@@ -99,6 +99,11 @@ class MicroSampler:
         return out * LATENT_SCALE, [w.start + w.keep for w in windows if w.start]
 
 
+def window_starts(context, frames=64):
+    """The first new frame of every window after the first in MYV Long Video Sampler's schedule."""
+    return [w.start + w.keep for w in window_schedule(frames, WINDOW, context)[1:]]
+
+
 def has_core_context_windows():
     return importlib.util.find_spec("comfy_extras.nodes_context_windows") is not None
 
@@ -117,10 +122,10 @@ def run(sampler, clips, cores=True):
     """{condition: {metric: mean over clips}}, and the first clip's latents per condition (for the picture)."""
     count = clips.latents.shape[0]
     wrong = torch.roll(torch.arange(count), 1)  # each clip scored against another clip's depth: chance
-    starts = {f"context {c}": [w.start + w.keep for w in window_schedule(64, WINDOW, c)[1:]] for c in (0, 2, 4, 8)}
+    starts = {f"context {c}": window_starts(c) for c in (0, 2, 4, 8)}
     table, first = {}, {}
 
-    def add(name, i, latents, coverage, centres, prompt, window_starts=None, layout_only=False):
+    def add(name, i, latents, coverage, centres, prompt, first_new_frames=None, layout_only=False):
         """layout_only: the video scored against another clip's layout, where only the position metrics mean anything."""
         row = table.setdefault(name, {})
         values = {"depth IoU": metrics.depth_iou(latents, coverage), "track": metrics.track_error(latents, centres)}
@@ -128,8 +133,8 @@ def run(sampler, clips, cores=True):
             values["prompt"] = float(metrics.prompt_choice(latents, coverage, data.COLOURS) == prompt)
             values["flicker"] = metrics.static_flicker(latents, coverage)
             values["drift"] = metrics.drift(latents, coverage)
-        if window_starts:
-            values["seams"] = metrics.seams(latents, window_starts)
+        if first_new_frames:
+            values["seams"] = metrics.seams(latents, first_new_frames)
         for k, v in values.items():
             row.setdefault(k, []).append(v)
         if i == 0:
@@ -158,8 +163,8 @@ def run(sampler, clips, cores=True):
         add("64 frames, independent 16-frame runs", i, sampler.independent(depth, prompt, seed), cov, centres,
             prompt, starts["context 0"])
         if cores:
-            latents, window_starts = sampler.core_windows(depth, prompt, seed)
-            add("64 frames, core context windows", i, latents, cov, centres, prompt, window_starts)
+            latents, core_starts = sampler.core_windows(depth, prompt, seed)
+            add("64 frames, core context windows", i, latents, cov, centres, prompt, core_starts)
         print(f"clip {i + 1}/{count} done", flush=True)
     means = {name: {k: sum(v) / len(v) for k, v in row.items()} for name, row in table.items()}
     return means, first

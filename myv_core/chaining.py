@@ -50,8 +50,13 @@ def seam_ratio(latents, windows):
     window; 1.0 means the seams move no more than the video does anywhere else. NaN when there is
     no boundary or no pair inside windows.
     """
+    return change_ratio(latents, {w.start + w.keep - 1 for w in windows if w.keep})
+
+
+def change_ratio(latents, boundary):
+    """Mean |frame t+1 - frame t| over the t in `boundary` over the same for every other t (NaN when
+    either set is empty): seam_ratio for boundaries given as frame indices."""
     steps = (latents[1:] - latents[:-1]).abs().flatten(1).mean(dim=1)  # steps[t]: frame t -> t+1
-    boundary = {w.start + w.keep - 1 for w in windows if w.keep}
     at_seams = [steps[t] for t in sorted(boundary)]
     inside = [steps[t] for t in range(len(steps)) if t not in boundary]
     if not at_seams or not inside:

@@ -19,8 +19,7 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 import micro_metrics as metrics  # noqa: E402
 from micro_model import data  # noqa: E402
 from micro_model.network import MICRO_CONFIG  # noqa: E402
-from micro_quality import RERENDER_DENOISE, MicroSampler, evaluation_clips  # noqa: E402
-from myv_core.chaining import window_schedule  # noqa: E402
+from micro_quality import RERENDER_DENOISE, MicroSampler, evaluation_clips, window_starts  # noqa: E402
 from myv_runner.selfcheck import UNET_PREFIX, unet_shapes  # noqa: E402
 
 CHECKPOINT = FIXTURES / "myv_micro.safetensors"
@@ -78,8 +77,7 @@ def test_rerender_moves_the_disc_to_the_new_depth(sampler, clips):
 @torch.inference_mode()
 def test_chained_windows_have_fewer_seams_than_independent_runs(sampler, clips):
     chained, independent = [], []
-    starts = [16, 32, 48]
-    chained_starts = [w.start + w.keep for w in window_schedule(64, 16, 4)[1:]]  # each window's first new frame
+    starts, chained_starts = window_starts(0), window_starts(4)
     for i in range(2):
         depth, prompt, seed = clips.depth[i], int(clips.prompts[i]), 1000 + i
         chained.append(metrics.seams(sampler.long_video(depth, prompt, seed, 4), chained_starts))

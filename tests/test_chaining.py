@@ -1,0 +1,28 @@
+"""The long-video seam metric: seam_ratio (windows) and change_ratio (boundaries as frame indices)."""
+
+import math
+
+import torch
+
+from myv_core.chaining import Window, change_ratio, seam_ratio, window_schedule
+
+
+def video_with_jumps(frames, jumps, step=0.1, jump=1.0):
+    """(frames, 1, 2, 2) latents that change by `step` per frame and by `jump` into each frame in `jumps`."""
+    deltas = torch.tensor([jump if t in jumps else step for t in range(1, frames)])
+    values = torch.cat([torch.zeros(1), deltas.cumsum(0)])
+    return values[:, None, None, None].expand(frames, 1, 2, 2).clone()
+
+
+def test_seam_ratio_measures_the_change_into_each_window():
+    windows = window_schedule(40, 16, 4)
+    firsts = {w.start + w.keep for w in windows[1:]}
+    latents = video_with_jumps(40, firsts)
+    assert math.isclose(seam_ratio(latents, windows), 10.0, rel_tol=1e-5)
+    assert math.isclose(change_ratio(latents, {f - 1 for f in firsts}), 10.0, rel_tol=1e-5)
+
+
+def test_without_boundaries_the_ratio_is_nan():
+    latents = video_with_jumps(16, set())
+    assert math.isnan(seam_ratio(latents, [Window(0, 16, 0)]))
+    assert math.isnan(change_ratio(latents, set()))
