@@ -124,8 +124,10 @@ def test_depth_of_any_size_and_channel_count(pack, video_model):
         assert torch.isfinite(run(pack, video_model, depth=depth)).all()
 
 
-def test_repeated_runs_leak_nothing(pack, video_model):
-    """30 runs: no growth in ModelPatcher objects, temporary files or resident memory after warm-up."""
+def test_repeated_runs_leak_nothing(pack, video_model, tmp_path, monkeypatch):
+    """30 runs: no growth in ModelPatcher objects, temporary files or resident memory after warm-up.
+    The temporary folder is this test's own, so files that other processes on the machine create in
+    the system's (a compiler's scratch files, say) cannot fail it."""
     def patchers():
         gc.collect()
         return sum(isinstance(o, comfy.model_patcher.ModelPatcher) for o in gc.get_objects())
@@ -134,6 +136,7 @@ def test_repeated_runs_leak_nothing(pack, video_model):
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     temp = Path(tempfile.gettempdir())
     counts, memory = {}, {}
     before_files = set(os.listdir(temp))
