@@ -1,7 +1,7 @@
 """Seconds per sampling step and peak memory of the full-size Make-Your-Video model (random weights).
 
     .venv/bin/python benchmarks/full_size_step.py [--frames 16] [--size 32] [--dtype fp16 bf16 ...] [--steps 2]
-                                                  [--compile]
+                                                  [--compile] [--pytorch-attention]
 
 Builds the released architecture (every key and shape from tests/fixtures/myv_key_manifest_full.json,
 1.6B UNet parameters) with random weights through the pack's own loading path (split, SD2 model in
@@ -11,7 +11,8 @@ ComfyUI, temporal layers attached), applies a random depth video and times Comfy
 fp32, fp16, bf16 and the fp8 ones (stored in fp8, computed in ComfyUI's manual-cast dtype). --compile runs the model through core "TorchCompileModel"
 (inductor) as a user would; the warm-up step then includes the compile, and the model is built without
 dynamic VRAM, since the core node asks for a non-dynamic clone (what MYV Checkpoint Loader's
-cached_patcher_init gives a real checkpoint).
+cached_patcher_init gives a real checkpoint); it also prints how many graphs dynamo compiled and its
+graph breaks. --pytorch-attention is ComfyUI's --use-pytorch-cross-attention (its choice on a GPU).
 A benchmark, not a test: it prints, it asserts nothing. fp16 is for GPUs; the CPU runs fp32.
 """
 
@@ -43,6 +44,8 @@ def time_variant(pack, parts, dtype, args, device):
     model = pack.nodes.patching.attach_temporal(base, parts.temporal)
     if args.compile:
         from comfy_extras.nodes_torch_compile import TorchCompileModel
+        from torch._dynamo.utils import counters
+        counters.clear()
         model = TorchCompileModel.execute(model, "inductor")[0]
     label = f"{dtype}{' compiled' if args.compile else ''}"
     print(f"{label}: built in {time.perf_counter() - start:.0f} s", flush=True)
@@ -74,6 +77,9 @@ def time_variant(pack, parts, dtype, args, device):
     print(f"{label}: frames {args.frames}, {8 * args.size}x{8 * args.size}, cfg 7.5: {per_step:.2f} s per step "
           f"(warm-up step {warm_up:.1f} s), 50 steps ~ {50 * per_step / 60:.1f} min; "
           f"peak memory growth {peak / 2**30:.2f} GiB ({memory.how})", flush=True)
+    if args.compile:
+        print(f"{label}: {counters['stats']['unique_graphs']} graphs compiled, graph breaks "
+              f"{dict(counters['graph_break']) or 'none'}", flush=True)
     del model, base
     comfy.model_management.unload_all_models()
     comfy.model_management.soft_empty_cache()
@@ -88,12 +94,14 @@ def main():
                         help="MYV Checkpoint Loader's weight_dtype, one run each (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps to time (after one warm-up step)")
     parser.add_argument("--compile", action="store_true", help="through core TorchCompileModel (inductor)")
+    parser.add_argument("--pytorch-attention", action="store_true",
+                        help="ComfyUI's --use-pytorch-cross-attention (SDPA, its GPU default)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--comfyui")
     args = parser.parse_args()
     device = pick_device(args.device)
     dtypes = args.dtype or ["fp16" if device == "cuda" else "fp32"]
-    pack = load_comfyui(find_comfyui(args.comfyui), device)
+    pack = load_comfyui(find_comfyui(args.comfyui), device, args.pytorch_attention)
     sys.path.append(str(REPO))
     from myv_core.checkpoint import split_checkpoint
 
