@@ -7,12 +7,15 @@ Builds the released architecture (every key and shape from tests/fixtures/myv_ke
 1.6B UNet parameters) with random weights through the pack's own loading path (split, SD2 model in
 ComfyUI, temporal layers attached), applies a random depth video and times ComfyUI sampling at cfg
 7.5 (cond + uncond, as the official set-up). Random weights give the real cost, not a real video.
+
 --dtype takes MYV Checkpoint Loader's weight_dtype names, one run each from the same random weights:
-fp32, fp16, bf16 and the fp8 ones (stored in fp8, computed in ComfyUI's manual-cast dtype). --compile runs the model through core "TorchCompileModel"
-(inductor) as a user would; the warm-up step then includes the compile, and the model is built without
-dynamic VRAM, since the core node asks for a non-dynamic clone (what MYV Checkpoint Loader's
-cached_patcher_init gives a real checkpoint); it also prints how many graphs dynamo compiled and its
-graph breaks. --pytorch-attention is ComfyUI's --use-pytorch-cross-attention (its choice on a GPU).
+fp32, fp16, bf16 and the fp8 ones (stored in fp8, computed in ComfyUI's manual-cast dtype).
+--compile runs the model through core "TorchCompileModel" (inductor) as a user would: the warm-up
+step then includes the compile, and it prints how many graphs dynamo compiled and its graph breaks.
+The model is then built without dynamic VRAM, since the core node asks for a non-dynamic clone
+(which MYV Checkpoint Loader's cached_patcher_init gives a real checkpoint).
+--pytorch-attention is ComfyUI's --use-pytorch-cross-attention (its choice on a GPU).
+
 A benchmark, not a test: it prints, it asserts nothing. fp16 is for GPUs; the CPU runs fp32.
 """
 
