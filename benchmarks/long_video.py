@@ -17,14 +17,14 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_step import CHECKPOINT, REPO, PeakMemory, find_comfyui, load_comfyui, pick_device, sync  # noqa: E402
+from unet_step import (CHECKPOINT, REPO, PeakMemory, find_comfyui, load_checkpoint_model, load_comfyui,  # noqa: E402
+                       pick_device, sync)
 
 
 def random_sd_vae():
@@ -93,17 +93,10 @@ def run(job):
     if job["mode"] == "decode":
         return decode(job)
     pack = load_comfyui(job["comfyui"], device)
-    import shutil
-
-    import folder_paths
-
     sys.path.append(str(REPO))  # after ComfyUI's path, so `nodes` stays ComfyUI's nodes.py
     from myv_core.chaining import seam_ratio, window_schedule
 
-    models = tempfile.mkdtemp(prefix="myv_long_bench_")
-    folder_paths.add_model_folder_path("makeyourvideo", models, is_default=True)
-    shutil.copy(CHECKPOINT, Path(models) / "tiny.safetensors")
-    model = pack.nodes.loaders.MYVCheckpointLoader().load("tiny.safetensors", "fp32")[0]
+    model = load_checkpoint_model(pack, CHECKPOINT)
     frames, size = job["frames"], job["size"]
     g = torch.Generator().manual_seed(0)
     positive = [[torch.randn(1, 77, 64, generator=g), {}]]
@@ -131,7 +124,6 @@ def run(job):
     if job["mode"] == "chained":
         windows = window_schedule(frames, job["window"], job["context"])
     seams = seam_ratio(out, windows) if job["mode"] != "one-pass" else None
-    shutil.rmtree(models, ignore_errors=True)
     return {"seconds": seconds, "peak": peak, "memory": memory.how, "seams": seams}
 
 

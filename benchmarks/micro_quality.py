@@ -17,9 +17,7 @@ where ComfyUI has it); per_frame vs per_clip normalisation on a clip whose depth
 
 import argparse
 import importlib.util
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ sys.path.append(str(HERE.parent))  # myv_core; after ComfyUI's path, so `nodes` 
 import micro_metrics as metrics  # noqa: E402
 from micro_model import data  # noqa: E402
 from myv_core.chaining import window_schedule  # noqa: E402
-from unet_step import LATENT_SCALE, REPO, find_comfyui, load_comfyui  # noqa: E402
+from unet_step import LATENT_SCALE, REPO, find_comfyui, load_checkpoint_model, load_comfyui  # noqa: E402
 
 CHECKPOINT = REPO / "tests" / "fixtures" / "myv_micro.safetensors"
 STEPS, CFG, SAMPLER, SCHEDULER = 20, 5.0, "euler", "normal"
@@ -42,20 +40,6 @@ RERENDER_DENOISE = 0.6
 def depth_image(depth):
     """(frames, 1, H, W) near = bright -> the IMAGE a depth estimator would hand the nodes."""
     return depth.permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous()
-
-
-def load_micro_model(pack, checkpoint=CHECKPOINT):
-    """The micro model's MODEL from MYV Checkpoint Loader, via a temporary models/makeyourvideo folder."""
-    import folder_paths
-
-    folder = tempfile.mkdtemp(prefix="myv_micro_")
-    try:
-        shutil.copy(checkpoint, Path(folder) / checkpoint.name)
-        folder_paths.add_model_folder_path("makeyourvideo", folder, is_default=True)
-        return pack.nodes.loaders.MYVCheckpointLoader().load(checkpoint.name, "fp32")[0]
-    finally:
-        folder_paths.folder_names_and_paths["makeyourvideo"][0].remove(folder)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class MicroSampler:
@@ -219,7 +203,7 @@ def main():
 
     torch.set_num_threads(2)
     pack = load_comfyui(find_comfyui(args.comfyui), "cpu")
-    sampler = MicroSampler(pack, load_micro_model(pack, args.checkpoint))
+    sampler = MicroSampler(pack, load_checkpoint_model(pack, args.checkpoint))
     clips = evaluation_clips(args.clips)
     with torch.inference_mode():
         means, first = run(sampler, clips, cores=has_core_context_windows())

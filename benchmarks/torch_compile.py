@@ -26,7 +26,6 @@ sampled latent over max |eager|. A benchmark, not a test: it asserts nothing abo
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_step import CHECKPOINT, find_comfyui, load_comfyui, pick_device, sync  # noqa: E402
+from unet_step import CHECKPOINT, find_comfyui, load_checkpoint_model, load_comfyui, pick_device, sync  # noqa: E402
 
 CFG = 7.5
 
@@ -112,15 +111,11 @@ def main():
     comfyui = find_comfyui(args.comfyui)
     pack = load_comfyui(comfyui, device, pytorch_attention=True)
     import comfy.ldm.modules.attention
-    import folder_paths
     import torch._dynamo
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     from comfy_extras.nodes_torch_compile import TorchCompileModel
 
-    model_dir = tempfile.mkdtemp(prefix="myv_bench_models_")
-    shutil.copy(CHECKPOINT, Path(model_dir) / "myv_tiny.safetensors")
-    folder_paths.add_model_folder_path("makeyourvideo", model_dir, is_default=True)
-    model = pack.nodes.loaders.MYVCheckpointLoader().load("myv_tiny.safetensors", "fp32")[0]
+    model = load_checkpoint_model(pack, CHECKPOINT)
     shapes = [Shape(f, args.size, args.steps, device) for f in args.frames]
     shapes.append(Shape(args.frames[0], 2 * args.size, args.steps, device))
 

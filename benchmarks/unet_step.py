@@ -27,8 +27,10 @@ its path. Only its UNet module (and what that imports: einops, and opencv throug
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,28 +185,32 @@ def load_comfyui(comfyui, device, pytorch_attention=False):
     return pack
 
 
+def load_checkpoint_model(pack, checkpoint, weight_dtype="fp32"):
+    """MYV Checkpoint Loader's MODEL for a checkpoint outside ComfyUI's model folders. The file is copied
+    into a temporary models/makeyourvideo folder that lives as long as the process: ComfyUI may read it
+    again (the non-dynamic clone of core TorchCompileModel under dynamic VRAM)."""
+    import folder_paths
+
+    folder = tempfile.mkdtemp(prefix="myv_bench_models_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    shutil.copy(checkpoint, Path(folder) / checkpoint.name)
+    folder_paths.add_model_folder_path("makeyourvideo", folder, is_default=True)
+    return pack.nodes.loaders.MYVCheckpointLoader().load(checkpoint.name, weight_dtype)[0]
+
+
 class OursSide:
     def __init__(self, job):
-        import shutil
-
         device, frames, cfg = job["device"], job["frames"], job["cfg"]
         pack = load_comfyui(job["comfyui"], device, job["pytorch_attention"])
         import comfy.ldm.modules.attention
         import comfy.model_management
         import comfy.sample
         import comfy.samplers
-        import folder_paths
         from comfy.patcher_extension import WrappersMP
 
         self.info = {"attention": comfy.ldm.modules.attention.optimized_attention.__name__,
                      "torch_device": str(comfy.model_management.get_torch_device())}
-        model_dir = tempfile.mkdtemp(prefix="myv_bench_models_")
-        try:
-            folder_paths.add_model_folder_path("makeyourvideo", model_dir, is_default=True)
-            shutil.copy(CHECKPOINT, Path(model_dir) / "myv_tiny.safetensors")
-            model, _, _ = pack.nodes.loaders.MYVCheckpointLoader().load("myv_tiny.safetensors", "fp32")
-        finally:
-            shutil.rmtree(model_dir, ignore_errors=True)
+        model = load_checkpoint_model(pack, CHECKPOINT)
 
         context_dim = json.loads(CONFIG.read_text())["config"]["context_dim"]
         latent, contexts, depth_image = make_inputs(frames, job["size"], context_dim, job["seed"])
