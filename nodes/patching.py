@@ -7,14 +7,18 @@ A Make-Your-Video MODEL is a clone of an SD2 ModelPatcher with:
   model is loaded and removes them afterwards (ON_CLEANUP), so the shared base UNet is left as it was;
 - a forward_timestep_embed patch that reshapes the frames-as-batch activations to
   (batch, channels, frames, h, w) for them;
-- an APPLY_MODEL wrapper that tells the temporal layers how many frames a UNet call holds (from the
-  batch and ComfyUI's cond/uncond chunks) and supplies the depth channel for exactly those frames
-  (the whole clip, a core context window, or a long-video window);
+- with a depth video (with_depth), wrappers that follow the frames of every UNet call (the whole
+  clip, a core context window, an AnimateDiff-Evolved window, or a long-video window): APPLY_MODEL
+  tells the temporal layers how many frames the call holds (from the batch and ComfyUI's cond/uncond
+  chunks) and supplies the depth channel for exactly those frames; CALC_COND_BATCH narrows per-frame
+  conds (prompt schedules) to them; OUTER_SAMPLE refuses a schedule that does not fit the clip;
 - the inpaint concat path switched off (object patch `concat_keys = ()`).
 No global state: everything a call needs travels in transformer_options or in the clone.
 """
 
 import logging
+
+import torch
 
 import comfy.model_management
 import comfy.model_patcher
@@ -158,19 +162,64 @@ def window_frames(window):
     return ([anchor] if anchor is not None and anchor >= 0 else []) + list(window.index_list)
 
 
-class VideoCall:
-    """APPLY_MODEL wrapper: the frame count of this UNet call, and its depth channel.
+def call_frames(transformer_options, frames):
+    """Which frames of the sampled latent a call of `frames` frames holds, and whether it is a window.
 
-    Frames travel as the batch of a 4D latent; ComfyUI stacks the cond/uncond chunks on the batch
-    axis, so a call holds len(cond_or_uncond) copies of its frames. Under core context windows the
-    call holds the window's frames (window_frames); the long-video sampler instead samples a window
-    of the clip starting at clip frame `first_frame`.
+    AnimateDiff-Evolved's context options name them in ad_params["sub_idxs"] (a key of its promised
+    interface), core context windows in "context_window". ADE leaves its last window's sub_idxs in
+    ad_params for the calls outside its windows (the next step's whole-clip calls reach the wrappers
+    that run outside ADE's own), so they describe a call only when their count is the call's.
+    """
+    sub_idxs = (transformer_options.get("ad_params") or {}).get("sub_idxs")
+    if sub_idxs is not None and len(sub_idxs) == frames:
+        return [int(i) for i in sub_idxs], True
+    window = transformer_options.get("context_window")
+    if window is not None:
+        return window_frames(window), True
+    return list(range(frames)), False
+
+
+def frame_rows(value, clip_frames):
+    """The tensor of a cond entry if it holds one row per clip frame (a prompt schedule), else None."""
+    tensor = getattr(value, "cond", value)
+    if isinstance(tensor, torch.Tensor) and tensor.ndim > 0 and tensor.shape[0] == clip_frames > 1:
+        return tensor
+    return None
+
+
+def cond_for_frames(cond, clip_frames, index):
+    """One of ComfyUI's cond dicts with every per-frame entry narrowed to the clip frames in `index`:
+    tensors (cross_attn, pooled_output, ...) and model_conds (CONDRegular and kin, whose .cond is the
+    tensor). What core context windows do for their windows, on the frame axis of this model."""
+    out = dict(cond)
+    for key, value in cond.items():
+        if key == "model_conds":
+            out[key] = {name: c._copy_with(rows[index]) if (rows := frame_rows(c, clip_frames)) is not None else c
+                        for name, c in value.items()}
+        elif isinstance(value, torch.Tensor) and frame_rows(value, clip_frames) is not None:
+            out[key] = value[index]
+    return out
+
+
+class VideoCall:
+    """The wrappers that make sampling see one depth video (and per-frame conds) across the clip.
+
+    APPLY_MODEL: the frame count of this UNet call and its depth channel. Frames travel as the batch
+    of a 4D latent; ComfyUI stacks the cond/uncond chunks on the batch axis, so a call holds
+    len(cond_or_uncond) copies of its frames. A call holds the whole latent, a core context window
+    or an AnimateDiff-Evolved window of it (call_frames); the long-video sampler samples latents
+    made of the clip frames `latent_frames`.
+    CALC_COND_BATCH: conds with one row per clip frame (prompt travel) narrowed to the call's frames,
+    wherever the windowing itself did not (MYV Long Video Sampler's windows, ComfyUI 0.3.64's core
+    windows, which slice no model_conds on dim 0).
+    OUTER_SAMPLE: a cond whose row count is neither 1 nor the clip's frame count is refused before
+    anything loads.
     """
 
-    def __init__(self, depth=None, normalize="per_frame", first_frame=None):
+    def __init__(self, depth=None, normalize="per_frame", latent_frames=None):
         self.depth = depth  # (frames, 1, H, W) float32 for the whole clip, or None
         self.normalize = normalize
-        self.first_frame = first_frame
+        self.latent_frames = None if latent_frames is None else list(latent_frames)
         self._latent_depth = {}  # (h, w, device) -> the whole clip's channel; one entry, the last size
 
     def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
@@ -179,28 +228,57 @@ class VideoCall:
         options = dict(transformer_options)
         options[KEY] = {"frames": frames}
         if self.depth is not None:
-            c_concat = self.depth_for(frames, transformer_options.get("context_window"), x).repeat(chunks, 1, 1, 1)
+            index = self.clip_frames(transformer_options, frames)
+            c_concat = self.latent_depth(x.shape[-2], x.shape[-1], x.device)[index].to(x.dtype).repeat(chunks, 1, 1, 1)
         elif c_concat is None:
             raise ValueError("this Make-Your-Video model has no depth: connect a depth video with "
                              "'MYV Apply Depth' (or use 'MYV Video KSampler') before sampling.")
         return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
 
-    def depth_for(self, frames, window, x):
-        """The depth channel of the clip frames in this call, at the latent's size."""
-        index = window_frames(window) if window is not None else list(range(frames))
+    def clip_frames(self, transformer_options, frames):
+        """The clip frames of a call that holds `frames` frames, checked against the depth video."""
+        index, windowed = call_frames(transformer_options, frames)
         if len(index) != frames:
             raise ValueError(f"this context window holds {frames} latent frames but lists {len(index)}: "
                              "set the context windows' dim to 0 for Make-Your-Video (its frames are "
                              "the batch axis).")
-        whole_clip = window is None and self.first_frame is None
-        if self.first_frame is not None:
-            index = [self.first_frame + i for i in index]
+        whole_clip = not windowed and self.latent_frames is None
+        if self.latent_frames is not None:
+            index = [self.latent_frames[i] for i in index]
         total = self.depth.shape[0]
         if (len(index) != total) if whole_clip else (max(index) >= total):
             latent = str(len(index)) if whole_clip else f"at least {max(index) + 1}"
             raise ValueError(f"depth has {total} frames but the latent has {latent}: give one depth "
                              "map per latent frame (e.g. the same frame selection for both).")
-        return self.latent_depth(x.shape[-2], x.shape[-1], x.device)[index].to(dtype=x.dtype)
+        return index
+
+    def narrow_conds(self, executor, model, conds, x_in, timestep, model_options):
+        """CALC_COND_BATCH wrapper: per-frame conds narrowed to the frames of this call.
+
+        A call of as many frames as the clip needs nothing: it is the whole clip, or a window of the
+        same length that AnimateDiff-Evolved (whose wrapper may run inside or outside this one) has
+        already given its own rows.
+        """
+        total = self.depth.shape[0]
+        if self.latent_frames is not None or x_in.shape[0] != total:
+            index = self.clip_frames(model_options.get("transformer_options", {}), x_in.shape[0])
+            conds = [None if c is None else [cond_for_frames(d, total, index) for d in c] for c in conds]
+        return executor(model, conds, x_in, timestep, model_options)
+
+    def check_conds(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: every cond has 1 row or one per clip frame."""
+        total = self.depth.shape[0]
+        for name, conds in (executor.class_obj.conds or {}).items():
+            for cond in conds:
+                for key in ("cross_attn", "pooled_output"):
+                    value = cond.get(key)
+                    if isinstance(value, torch.Tensor) and value.shape[0] not in (1, total):
+                        raise ValueError(
+                            f"{name} conditioning: its {key} has {value.shape[0]} rows but the video has {total} "
+                            f"frames. A prompt schedule needs exactly one row per frame ({total}); a plain prompt "
+                            "has 1. Set the schedule's frame count (MYV Prompt Schedule's frame_count, "
+                            "max_frames in other packs) to the depth video's.")
+        return executor(*args, **kwargs)
 
     def latent_depth(self, height, width, device):
         """The whole clip's depth channel at the latent size, computed once per size instead of per step.
@@ -248,15 +326,20 @@ def is_video_model(model):
     return bool(model.get_additional_models_with_key(KEY))
 
 
-def with_depth(model, depth, normalize, first_frame=None):
-    """A clone of a Make-Your-Video MODEL whose every UNet call gets this depth video as channel 5.
+def with_depth(model, depth, normalize, latent_frames=None):
+    """A clone of a Make-Your-Video MODEL whose every UNet call gets this depth video as channel 5,
+    and whose per-frame conds follow the frames of each call.
 
-    first_frame: the clip frame where the latents sampled with this clone begin (long-video windows).
+    latent_frames: the clip frames that the latents sampled with this clone hold, in order
+    (long-video windows); None when they hold the whole clip.
     """
     if not is_video_model(model):
         raise ValueError("model: not a Make-Your-Video model; load it with 'MYV Checkpoint Loader' or "
                          "add temporal layers with 'MYV Temporal Module Loader' first.")
     m = model.clone()
-    m.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, KEY)
-    m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, KEY, VideoCall(depth, normalize, first_frame))
+    call = VideoCall(depth, normalize, latent_frames)
+    for kind, wrapper in ((WrappersMP.APPLY_MODEL, call), (WrappersMP.CALC_COND_BATCH, call.narrow_conds),
+                          (WrappersMP.OUTER_SAMPLE, call.check_conds)):
+        m.remove_wrappers_with_key(kind, KEY)
+        m.add_wrapper_with_key(kind, KEY, wrapper)
     return m

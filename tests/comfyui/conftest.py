@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import COMFYUI, ROOT
+from conftest import ADE, ADE_MISSING, COMFYUI, ROOT
 
 # ComfyUI's own top-level modules (nodes.py, folder_paths.py, ...) must win over this repository's
 # nodes/ package, exactly as in a real ComfyUI process.
@@ -26,6 +26,53 @@ def pack():
     sys.modules[PACK_NAME] = module
     spec.loader.exec_module(module)
     return module
+
+
+class NodeCaller:
+    """Calls V1 nodes by class key, as a graph with each required widget left at its default would."""
+
+    def __init__(self, mappings):
+        self.mappings = mappings
+
+    def __call__(self, key, **inputs):
+        """The node's first output; required inputs not given take their widget default (a combo its first entry)."""
+        node = self.mappings[key]()
+        for name, spec in node.INPUT_TYPES().get("required", {}).items():
+            if name not in inputs:
+                options = spec[1] if len(spec) > 1 else {}
+                if isinstance(spec[0], list):
+                    inputs[name] = options.get("default", spec[0][0])
+                elif "default" in options:
+                    inputs[name] = options["default"]
+        return getattr(node, node.FUNCTION)(**inputs)[0]
+
+
+@pytest.fixture(scope="session")
+def ade(tmp_path_factory):
+    """ComfyUI-AnimateDiff-Evolved (conftest.ADE) loaded in-process like a custom node: a NodeCaller over its
+    NODE_CLASS_MAPPINGS. Skips where it is absent.
+
+    It writes nothing into its own folder or the ComfyUI tree: no bytecode while it loads, and while it
+    registers (and creates) its animatediff_models and animatediff_motion_lora folders, ComfyUI's
+    models_dir is a temporary folder; both are restored afterwards.
+    """
+    if not ADE:
+        pytest.skip(f"AnimateDiff-Evolved: {ADE_MISSING}")
+    import nodes  # noqa: F401  ComfyUI's nodes.py, imported first as in main.py
+    import folder_paths
+    models_dir, no_bytecode = folder_paths.models_dir, sys.dont_write_bytecode
+    folder_paths.models_dir = str(tmp_path_factory.mktemp("ade_models"))
+    sys.dont_write_bytecode = True
+    try:
+        spec = importlib.util.spec_from_file_location("comfyui_animatediff_evolved", ADE / "__init__.py",
+                                                      submodule_search_locations=[str(ADE)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        folder_paths.models_dir = models_dir
+        sys.dont_write_bytecode = no_bytecode
+    return NodeCaller(module.NODE_CLASS_MAPPINGS)
 
 
 @pytest.fixture()
