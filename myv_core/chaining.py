@@ -9,6 +9,11 @@ same for every window, whatever the clip length.
 
 from dataclasses import dataclass
 
+import torch
+
+NOISE_MODES = ("shared", "independent")
+NOISE_GROUP = 4
+
 
 @dataclass(frozen=True)
 class Window:
@@ -41,6 +46,23 @@ def window_schedule(frames, window_frames=16, context_frames=4):
         start = min(done - context_frames, frames - window_frames)
         windows.append(Window(start, start + window_frames, done - start))
     return windows
+
+
+def shared_noise_index(frames, window_frames, seed, group=NOISE_GROUP):
+    """For every clip frame, the frame whose noise it takes when windows share their noise.
+
+    Frame t takes the noise of frame t mod window_frames, shuffled within groups of `group`
+    consecutive frames (seeded), as FreeNoise does: every window starts from a reordering of the
+    first window's noise, so the windows agree on what the noise decides (colours, layout) while no
+    two neighbouring frames repeat one pattern. With independent noise each window settles on its own
+    look, and only the context frames tie it to the one before, so the clip drifts (docs/long_video.md).
+    """
+    index = torch.arange(frames) % window_frames
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(window_frames, frames, group):
+        block = index[start:start + group]
+        index[start:start + group] = block[torch.randperm(len(block), generator=generator)]
+    return index
 
 
 def seam_ratio(latents, windows):

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from myv_core.chaining import Window, change_ratio, seam_ratio, window_schedule
+from myv_core.chaining import Window, change_ratio, seam_ratio, shared_noise_index, window_schedule
 
 
 def video_with_jumps(frames, jumps, step=0.1, jump=1.0):
@@ -26,3 +26,14 @@ def test_without_boundaries_the_ratio_is_nan():
     latents = video_with_jumps(16, set())
     assert math.isnan(seam_ratio(latents, [Window(0, 16, 0)]))
     assert math.isnan(change_ratio(latents, set()))
+
+
+def test_shared_noise_reorders_the_first_windows_noise_in_groups():
+    index = shared_noise_index(45, 16, seed=3)
+    assert index[:16].tolist() == list(range(16))  # the first window keeps its own noise
+    for start in range(16, 45, 4):
+        block = index[start:start + 4].tolist()
+        assert sorted(block) == sorted(t % 16 for t in range(start, min(start + 4, 45)))
+    assert index[16:].tolist() != [t % 16 for t in range(16, 45)]  # shuffled, not a plain repeat
+    assert torch.equal(index, shared_noise_index(45, 16, seed=3))
+    assert not torch.equal(index, shared_noise_index(45, 16, seed=4))

@@ -11,7 +11,7 @@ import comfy.utils
 from comfy.patcher_extension import WrappersMP
 from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 
-from myv_core.chaining import window_schedule
+from myv_core.chaining import shared_noise_index, window_schedule
 from myv_core.checkpoint import split_checkpoint
 from myv_core.depth import depth_from_image, depth_to_latent
 from myv_core.temporal import TemporalConvBlock, TemporalTransformer
@@ -48,11 +48,12 @@ def depth_clip(frames, seed=0):
     return clip.repeat(1, 1, 1, 3)
 
 
-def long_sample(pack, model, frames, seed=5, window=16, context=4, cfg=1.0, latent_frames=1, normalize="per_frame"):
+def long_sample(pack, model, frames, seed=5, window=16, context=4, cfg=1.0, latent_frames=1, normalize="per_frame",
+                noise="shared", positive=None):
     latent = {"samples": torch.zeros(latent_frames, 4, SIZE, SIZE)}
     return pack.nodes.long_video.MYVLongVideoSampler().sample(
-        model, cond(1), cond(2), depth_clip(frames), latent, seed, STEPS, cfg, "euler", "normal", window, context,
-        normalize)[0]["samples"]
+        model, positive or cond(1), cond(2), depth_clip(frames), latent, seed, STEPS, cfg, "euler", "normal", window,
+        context, normalize, noise)[0]["samples"]
 
 
 def temporal_modules(model):
@@ -65,13 +66,16 @@ def test_output_has_exactly_n_frames(pack, base_and_video, frames):
     assert out.shape == (frames, 4, SIZE, SIZE) and torch.isfinite(out).all()
 
 
-def test_context_frames_are_the_previous_windows_frames(pack, base_and_video):
+@pytest.mark.parametrize("noise_mode", ["shared", "independent"])
+def test_context_frames_are_the_previous_windows_frames(pack, base_and_video, noise_mode):
     model = base_and_video[1]
     frames = 40
-    out = long_sample(pack, model, frames, cfg=2.0)
+    out = long_sample(pack, model, frames, cfg=2.0, noise=noise_mode)
     windows = window_schedule(frames, 16, 4)
     depth = depth_from_image(depth_clip(frames))
     noise = comfy.sample.prepare_noise(torch.zeros(frames, 4, SIZE, SIZE), 5)
+    if noise_mode == "shared":
+        noise = noise[shared_noise_index(frames, 16, 5)]
     video = torch.zeros(frames, 4, SIZE, SIZE)
     for window in windows:
         raw = pack.nodes.long_video.sample_window(model, window, video, noise, depth, "per_frame", 5, STEPS, 2.0,
@@ -95,8 +99,8 @@ def test_same_seed_same_video(pack, base_and_video):
 def test_per_clip_depth_uses_the_whole_clip(pack):
     depth = depth_from_image(depth_clip(30))
     depth[25:] *= 3.0  # the clip's maximum lies outside the window
-    call = pack.nodes.patching.VideoCall(depth, "per_clip", first_frame=8)
-    got = call.depth_for(16, None, torch.zeros(16, 4, SIZE, SIZE))
+    call = pack.nodes.patching.VideoCall(depth, "per_clip", latent_frames=range(8, 24))
+    got = call.latent_depth(SIZE, SIZE, "cpu")[call.clip_frames({}, 16)]
     assert torch.equal(got, depth_to_latent(depth, SIZE, SIZE, "per_clip")[8:24])
     assert got.max() < 1.0  # a window-local normalisation would reach 1
 
@@ -121,14 +125,16 @@ def test_interruption_between_windows(pack, base_and_video, unthrottled_progress
     assert long_sample(pack, model, 17).shape[0] == 17
 
 
-@pytest.mark.parametrize("window, context, latent_frames, message", [
-    (16, 16, 1, "context_frames must be between 0 and window_frames - 1 = 15"),
-    (0, 0, 1, "window_frames must be at least 1"),
-    (16, 4, 12, "depth has 10 frames but latent_image has 12"),
+@pytest.mark.parametrize("window, context, latent_frames, noise, message", [
+    (16, 16, 1, "shared", "context_frames must be between 0 and window_frames - 1 = 15"),
+    (0, 0, 1, "shared", "window_frames must be at least 1"),
+    (16, 4, 12, "shared", "depth has 10 frames but latent_image has 12"),
+    (16, 4, 1, "freenoise", "noise must be one of"),
 ])
-def test_invalid_settings(pack, base_and_video, window, context, latent_frames, message):
+def test_invalid_settings(pack, base_and_video, window, context, latent_frames, noise, message):
     with pytest.raises(ValueError, match=message):
-        long_sample(pack, base_and_video[1], 10, window=window, context=context, latent_frames=latent_frames)
+        long_sample(pack, base_and_video[1], 10, window=window, context=context, latent_frames=latent_frames,
+                    noise=noise)
 
 
 CONTEXT_WINDOW_OPTIONS = set(inspect.signature(ContextWindowsManualNode.execute).parameters)
@@ -198,3 +204,52 @@ def test_context_windows_off_the_frame_axis_are_refused(pack, base_and_video):
     with pytest.raises(ValueError, match="set the context windows' dim to 0"):
         comfy.sample.sample(model, torch.randn(8, 4, SIZE, SIZE), 7, 1.0, "euler", "normal", cond(1), cond(2),
                             torch.zeros(8, 4, SIZE, SIZE), disable_pbar=True, seed=0)
+
+
+def schedule(frames, seed=3):
+    """A prompt schedule: one cond row per frame, and a per-frame pooled_output."""
+    rows = torch.randn(frames, 77, 64, generator=torch.Generator().manual_seed(seed))
+    return [[rows, {"pooled_output": rows[:, 0]}]]
+
+
+def test_long_video_windows_get_their_frames_schedule_rows(pack, base_and_video):
+    """cfg 1 runs only the positive cond: every window's UNet call sees the rows of exactly its frames."""
+    frames, positive = 40, schedule(40)
+    seen = []
+
+    def capture(executor, x, timesteps, context, y, control, transformer_options, *args, **kwargs):
+        seen.append(context.clone())
+        return executor(x, timesteps, context, y, control, transformer_options, *args, **kwargs)
+
+    model = base_and_video[1].clone()
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", capture)
+    long_sample(pack, model, frames, positive=positive)
+    windows = window_schedule(frames, 16, 4)
+    assert len(seen) == len(windows) * STEPS
+    for k, window in enumerate(windows):
+        for context in seen[k * STEPS:(k + 1) * STEPS]:
+            assert torch.equal(context, positive[0][0][window.start:window.stop])
+
+
+def test_per_frame_entries_of_a_cond_are_narrowed(pack):
+    from comfy.conds import CONDCrossAttn, CONDRegular
+    rows = torch.arange(10.0)[:, None, None].expand(10, 3, 4)
+    cond = {"cross_attn": rows, "pooled_output": rows[:, 0], "mask": torch.ones(1, 2, 2),
+            "model_conds": {"c_crossattn": CONDCrossAttn(rows), "y": CONDRegular(torch.zeros(1, 4))}}
+    index = [8, 9, 0, 1]  # e.g. a looped window
+    out = pack.nodes.patching.cond_for_frames(cond, 10, index)
+    assert torch.equal(out["cross_attn"], rows[index]) and torch.equal(out["pooled_output"], rows[index, 0])
+    assert torch.equal(out["model_conds"]["c_crossattn"].cond, rows[index])
+    assert out["mask"] is cond["mask"] and out["model_conds"]["y"] is cond["model_conds"]["y"]  # 1 row: all frames
+    assert cond["cross_attn"] is rows  # the caller's cond is left as it was
+
+
+@pytest.mark.parametrize("rows", [5, 11])
+def test_a_schedule_that_does_not_fit_the_clip_is_refused(pack, base_and_video, rows):
+    message = f"positive conditioning: its cross_attn has {rows} rows but the video has 10 frames"
+    with pytest.raises(ValueError, match=message):
+        long_sample(pack, base_and_video[1], 10, positive=schedule(rows))
+    model = pack.nodes.depth.MYVApplyDepth().apply(base_and_video[1], depth_clip(10), "per_frame")[0]
+    with pytest.raises(ValueError, match=message):
+        comfy.sample.sample(model, torch.randn(10, 4, SIZE, SIZE), STEPS, 1.0, "euler", "normal", schedule(rows),
+                            cond(2), torch.zeros(10, 4, SIZE, SIZE), disable_pbar=True, seed=0)
