@@ -4,6 +4,7 @@ from .depth import MYVApplyDepth
 from .depth_estimation import MYVDepthEstimatorLoader, MYVEstimateDepth
 from .loaders import MYVCheckpointLoader, MYVTemporalModuleLoader
 from .long_video import MYVLongVideoSampler
+from .prompt_schedule import MYVPromptSchedule
 from .sampling import MYVSelectFrames, MYVVideoKSampler
 
 NODE_CLASS_MAPPINGS = {
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "MYVLongVideoSampler": MYVLongVideoSampler,
     "MYVDepthEstimatorLoader": MYVDepthEstimatorLoader,
     "MYVEstimateDepth": MYVEstimateDepth,
+    "MYVPromptSchedule": MYVPromptSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -26,4 +28,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MYVLongVideoSampler": "MYV Long Video Sampler",
     "MYVDepthEstimatorLoader": "MYV Depth Estimator Loader",
     "MYVEstimateDepth": "MYV Estimate Depth",
+    "MYVPromptSchedule": "MYV Prompt Schedule",
 }
