@@ -27,6 +27,9 @@ from unet_step import (CHECKPOINT, REPO, PeakMemory, find_comfyui, load_checkpoi
                        pick_device, sync)
 
 
+MODES = ("chained", "core-windows", "one-pass")
+
+
 def random_sd_vae():
     """ComfyUI's SD VAE (KL-f8, the model's VAE) with random weights."""
     import comfy.ldm.models.autoencoder
@@ -134,7 +137,8 @@ def main():
     parser.add_argument("--cfg", type=float, default=7.5)
     parser.add_argument("--size", type=int, default=32, help="latent size (32 = 256x256 video)")
     parser.add_argument("--window", type=int, default=16)
-    parser.add_argument("--context", type=int, default=4)
+    parser.add_argument("--context", type=int, default=2, help="chained context frames / core windows' overlap")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--decode-size", type=int, default=0,
                         help="also time core VAEDecode (SD VAE, random weights) of latents this size; 0 = skip")
     parser.add_argument("--device", default="auto")
@@ -151,7 +155,7 @@ def main():
           f"window {args.window}, context {args.context}, device {base['device']}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; one fresh process per row")
     rows = {}
-    modes = ("chained", "core-windows", "one-pass") + (("decode",) if args.decode_size else ())
+    modes = tuple(args.modes) + (("decode",) if args.decode_size else ())
     for frames in args.frames:
         for mode in modes:
             job = dict(base, mode=mode, frames=frames, **({"size": args.decode_size} if mode == "decode" else {}))
@@ -171,7 +175,7 @@ def main():
             seams = "" if r["seams"] is None else f"{r['seams']:.2f}"
             print(f"{frames:>6}  {mode:12}  {r['seconds'] / frames:>8.3f}  {r['peak'] / 2**20:>9.0f}  "
                   f"{growth:>14.2f}  {seams:>10}")
-    print(f"\npeak: memory growth during the run ({rows['chained', first]['memory']}); "
+    print(f"\npeak: memory growth during the run ({rows[modes[0], first]['memory']}); "
           "seam ratio: myv_core.chaining.seam_ratio of the windowed latents (1.0 = seams move like the rest).")
     if args.decode_size:
         print(f"decode: core VAEDecode, SD VAE with random weights, latents {args.decode_size}x{args.decode_size} "

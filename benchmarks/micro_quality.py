@@ -9,10 +9,13 @@ table of the benchmarks/micro_metrics.py metrics, averaged over the clips. The l
 in the model's own space (no VAE: the micro model was trained without one).
 
 Conditions: 16 frames in one pass (MYV Video KSampler); 64 frames in one pass (the causal mask); 64
-frames with MYV Long Video Sampler, context 0, 2, 4, 8; 64 frames as independent 16-frame runs (seed,
-seed + 1, ...); 64 frames with core context windows (Context Windows (Manual) at its defaults, dim 0,
-where ComfyUI has it); per_frame vs per_clip normalisation on a clip whose depth scale grows 0.3 ->
-1.0; re-rendering (denoise 0.6 from a clip with a different layout).
+frames with MYV Long Video Sampler, context 0, 2, 4, 8 with shared noise (its default) and 2, 4 with
+independent noise; 64 frames as independent 16-frame runs (seed, seed + 1, ...); 64 frames with core
+context windows (Context Windows (Manual) at its defaults, dim 0, where ComfyUI has it); with --ade,
+64 frames with AnimateDiff-Evolved's Standard Static, Standard Uniform and Looped Uniform context
+options (16 / 4) and Standard Static with FreeNoise; per_frame vs per_clip normalisation on a clip whose
+depth scale grows 0.3 -> 1.0; re-rendering (denoise 0.6 from a clip with a different layout); with
+--long, 256 frames in one pass, with MYV Long Video Sampler at its defaults and with core windows.
 """
 
 import argparse
@@ -50,7 +53,12 @@ class MicroSampler:
         self.prompts = data.prompt_embeddings()
 
     def conds(self, prompt):
-        return [[self.prompts[prompt:prompt + 1], {}]], [[self.prompts[-1:], {}]]
+        """(positive, negative); prompt: one prompt index, or one per frame (a prompt schedule: one cond
+        row per frame, with a per-frame pooled_output as ADE's and FizzNodes' schedules give)."""
+        if isinstance(prompt, int):
+            return [[self.prompts[prompt:prompt + 1], {}]], [[self.prompts[-1:], {}]]
+        rows = self.prompts[torch.as_tensor(prompt)]
+        return [[rows, {"pooled_output": rows.mean(dim=1)}]], [[self.prompts[-1:], {}]]
 
     def one_pass(self, depth, prompt, seed, normalize="per_frame", start=None, denoise=1.0):
         positive, negative = self.conds(prompt)
@@ -60,27 +68,58 @@ class MicroSampler:
             SCHEDULER, denoise, normalize)[0]["samples"]
         return out * LATENT_SCALE
 
-    def long_video(self, depth, prompt, seed, context):
+    def long_video(self, depth, prompt, seed, context, noise="shared"):
         positive, negative = self.conds(prompt)
         out = self.pack.nodes.long_video.MYVLongVideoSampler().sample(
             self.model, positive, negative, depth_image(depth), {"samples": torch.zeros(1, 4, data.LATENT, data.LATENT)},
-            seed, STEPS, CFG, SAMPLER, SCHEDULER, WINDOW, context, "per_frame")[0]["samples"]
+            seed, STEPS, CFG, SAMPLER, SCHEDULER, WINDOW, context, "per_frame", noise)[0]["samples"]
         return out * LATENT_SCALE
 
     def independent(self, depth, prompt, seed):
         return torch.cat([self.one_pass(depth[s:s + WINDOW], prompt, seed + k)
                           for k, s in enumerate(range(0, depth.shape[0], WINDOW))])
 
-    def core_windows(self, depth, prompt, seed):
-        """Core Context Windows (Manual) with its defaults (dim 0): (latents, first new frame of each window)."""
+    def core_windows(self, depth, prompt, seed, steps=STEPS):
+        """Core Context Windows (Manual) with its defaults (dim 0): (latents, first new frame of each window).
+
+        steps: ComfyUI 0.3.64 runs these windows on a frames-as-batch latent only when steps + 1 equals
+        the frame count (docs/long_video.md)."""
         from long_video import core_context_windows
 
         positive, negative = self.conds(prompt)
         common = dict(model=self.model, positive=positive, negative=negative, depth=depth_image(depth), seed=seed,
-                      steps=STEPS, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, normalize="per_frame")
+                      steps=steps, cfg=CFG, sampler_name=SAMPLER, scheduler=SCHEDULER, normalize="per_frame")
         job = {"window": WINDOW, "context": 4, "frames": depth.shape[0], "size": data.LATENT}
         out, windows = core_context_windows(self.pack, common, job)
         return out * LATENT_SCALE, [w.start + w.keep for w in windows if w.start]
+
+    def ade(self, nodes, depth, prompt, seed, options="ADE_StandardStaticContextOptions", noise_type="default"):
+        """MYV Apply Depth + AnimateDiff-Evolved's Use Evolved Sampling (no motion model) with one of its
+        context options at its defaults (context 16, overlap 4) and its sample settings' noise_type.
+        nodes: ADE's NODE_CLASS_MAPPINGS."""
+        def run(key, **inputs):
+            node = nodes[key]()
+            return getattr(node, node.FUNCTION)(**inputs)[0]
+
+        extra = {} if options == "ADE_StandardStaticContextOptions" else {"context_stride": 1}
+        if options == "ADE_LoopedUniformContextOptions":
+            extra["closed_loop"] = False
+        context = run(options, context_length=WINDOW, context_overlap=4, **extra)
+        settings = run("ADE_AnimateDiffSamplingSettings", batch_offset=0, noise_type=noise_type, seed_gen="comfy",
+                       seed_offset=0)
+        model = self.pack.nodes.depth.MYVApplyDepth().apply(self.model, depth_image(depth), "per_frame")[0]
+        model = run("ADE_UseEvolvedSampling", model=model, beta_schedule="autoselect", context_options=context,
+                    sample_settings=settings)
+        positive, negative = self.conds(prompt)
+        latent = {"samples": torch.zeros(depth.shape[0], 4, data.LATENT, data.LATENT)}
+        out = comfy_nodes().common_ksampler(model, seed, STEPS, CFG, SAMPLER, SCHEDULER, positive, negative,
+                                            latent)[0]["samples"]
+        return out * LATENT_SCALE
+
+
+def comfy_nodes():
+    import nodes
+    return nodes
 
 
 def window_starts(context, frames=64):
@@ -102,8 +141,34 @@ def growing_depth(depth):
     return depth * torch.linspace(0.3, 1.0, depth.shape[0])[:, None, None, None]
 
 
-def run(sampler, clips, cores=True):
-    """{condition: {metric: mean over clips}}, and the first clip's latents per condition (for the picture)."""
+ADE_OPTIONS = {"Standard Static": ("ADE_StandardStaticContextOptions", "default"),
+               "Standard Uniform": ("ADE_StandardUniformContextOptions", "default"),
+               "Looped Uniform": ("ADE_LoopedUniformContextOptions", "default"),
+               "Standard Static, FreeNoise": ("ADE_StandardStaticContextOptions", "FreeNoise")}
+LONG_CONTEXT = 2  # MYV Long Video Sampler's default
+
+
+def load_ade(path):
+    """AnimateDiff-Evolved's NODE_CLASS_MAPPINGS, loaded as ComfyUI loads a custom node (its model
+    folders go to a temporary models_dir)."""
+    import asyncio
+    import tempfile
+
+    import folder_paths
+    import nodes
+    models_dir, folder_paths.models_dir = folder_paths.models_dir, tempfile.mkdtemp(prefix="myv-ade-")
+    try:
+        if not asyncio.run(nodes.load_custom_node(str(path))):
+            raise SystemExit(f"--ade {path}: ComfyUI could not load it as a custom node")
+    finally:
+        folder_paths.models_dir = models_dir
+    return nodes.NODE_CLASS_MAPPINGS
+
+
+def run(sampler, clips, cores=True, ade=None):
+    """{condition: {metric: mean over clips}}, and the first clip's latents per condition (for the picture).
+
+    ade: AnimateDiff-Evolved's NODE_CLASS_MAPPINGS, for its rows."""
     count = clips.latents.shape[0]
     wrong = torch.roll(torch.arange(count), 1)  # each clip scored against another clip's depth: chance
     starts = {f"context {c}": window_starts(c) for c in (0, 2, 4, 8)}
@@ -144,14 +209,46 @@ def run(sampler, clips, cores=True):
         for context in (0, 2, 4, 8):
             add(f"64 frames, MYV Long Video Sampler, context {context}", i,
                 sampler.long_video(depth, prompt, seed, context), cov, centres, prompt, starts[f"context {context}"])
+        for context in (2, 4):
+            add(f"64 frames, MYV Long Video Sampler, context {context}, independent noise", i,
+                sampler.long_video(depth, prompt, seed, context, "independent"), cov, centres, prompt,
+                starts[f"context {context}"])
         add("64 frames, independent 16-frame runs", i, sampler.independent(depth, prompt, seed), cov, centres,
             prompt, starts["context 0"])
         if cores:
             latents, core_starts = sampler.core_windows(depth, prompt, seed)
             add("64 frames, core context windows", i, latents, cov, centres, prompt, core_starts)
+        for name, (options, noise_type) in ADE_OPTIONS.items() if ade else ():
+            # seams where core windows of the same length and overlap have them
+            add(f"64 frames, ADE {name}", i, sampler.ade(ade, depth, prompt, seed, options, noise_type), cov,
+                centres, prompt, starts["context 4"])
         print(f"clip {i + 1}/{count} done", flush=True)
     means = {name: {k: sum(v) / len(v) for k, v in row.items()} for name, row in table.items()}
     return means, first
+
+
+def run_long(sampler, clips, cores=True):
+    """The 256-frame rows: one pass, MYV Long Video Sampler at its defaults, core windows."""
+    table = {}
+    for i in range(clips.latents.shape[0]):
+        depth, cov, centres, prompt = clips.depth[i], clips.coverage[i], clips.centres[i], int(clips.prompts[i])
+        frames, seed = depth.shape[0], 1000 + i
+        videos = {"one pass": (sampler.one_pass(depth, prompt, seed), None),
+                  "MYV Long Video Sampler": (sampler.long_video(depth, prompt, seed, LONG_CONTEXT),
+                                             window_starts(LONG_CONTEXT, frames))}
+        if cores:
+            videos["core context windows"] = sampler.core_windows(depth, prompt, seed)
+        for name, (latents, first_new) in videos.items():
+            row = table.setdefault(f"{frames} frames, {name}", {})
+            values = {"depth IoU": metrics.depth_iou(latents, cov), "flicker": metrics.static_flicker(latents, cov),
+                      "drift": metrics.drift(latents, cov), "track": metrics.track_error(latents, centres),
+                      "prompt": float(metrics.prompt_choice(latents, cov, data.COLOURS) == prompt)}
+            if first_new:
+                values["seams"] = metrics.seams(latents, first_new)
+            for k, v in values.items():
+                row.setdefault(k, []).append(v)
+        print(f"long clip {i + 1} done", flush=True)
+    return {name: {k: sum(v) / len(v) for k, v in row.items()} for name, row in table.items()}
 
 
 COLUMNS = ("depth IoU", "prompt", "flicker", "drift", "track", "seams")
@@ -199,14 +296,19 @@ def main():
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--picture", type=Path, help="write the frames-side-by-side picture here (PNG)")
+    parser.add_argument("--ade", type=Path, help="a ComfyUI-AnimateDiff-Evolved folder: adds its context options' rows")
+    parser.add_argument("--long", type=int, default=0, metavar="FRAMES", help="adds rows at this length (e.g. 256)")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
     pack = load_comfyui(find_comfyui(args.comfyui), "cpu")
     sampler = MicroSampler(pack, load_checkpoint_model(pack, args.checkpoint))
+    ade = load_ade(args.ade) if args.ade else None
     clips = evaluation_clips(args.clips)
     with torch.inference_mode():
-        means, first = run(sampler, clips, cores=has_core_context_windows())
+        means, first = run(sampler, clips, cores=has_core_context_windows(), ade=ade)
+        if args.long:
+            means.update(run_long(sampler, evaluation_clips(args.clips, frames=args.long), has_core_context_windows()))
     table = markdown(means)
     print(table)
     if args.markdown:
