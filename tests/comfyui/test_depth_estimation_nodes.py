@@ -77,7 +77,7 @@ def test_nodes_are_registered_with_their_inputs(pack):
                                                  "steps", "cfg", "sampler_name", "scheduler", "denoise", "normalize"]),
                            ("MYVLongVideoSampler", ["model", "positive", "negative", "depth", "latent_image", "seed",
                                                     "steps", "cfg", "sampler_name", "scheduler", "window_frames",
-                                                    "context_frames", "normalize"])]:
+                                                    "context_frames", "normalize", "noise"])]:
         types = mappings[name].INPUT_TYPES()
         assert list(types["required"]) == required, name
         assert list(types["optional"]) == ["native_depth"] and types["optional"]["native_depth"][0] == NATIVE_DEPTH
