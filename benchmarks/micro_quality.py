@@ -72,7 +72,7 @@ class MicroSampler:
         positive, negative = self.conds(prompt)
         out = self.pack.nodes.long_video.MYVLongVideoSampler().sample(
             self.model, positive, negative, depth_image(depth), {"samples": torch.zeros(1, 4, data.LATENT, data.LATENT)},
-            seed, STEPS, CFG, SAMPLER, SCHEDULER, WINDOW, context, "per_frame", noise)[0]["samples"]
+            seed, STEPS, CFG, SAMPLER, SCHEDULER, WINDOW, context, "per_frame", noise=noise)[0]["samples"]
         return out * LATENT_SCALE
 
     def independent(self, depth, prompt, seed):

@@ -64,10 +64,13 @@ class MYVLongVideoSampler:
             "window_frames": ("INT", {"default": 16, "min": 1, "max": 256, "tooltip": "frames denoised at once (the model was trained on 16)"}),
             "context_frames": ("INT", {"default": 2, "min": 0, "max": 255, "tooltip": "finished frames each new window keeps fixed and looks back at"}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip": NORMALIZE_TOOLTIP}),
+        }, "optional": {
+            **NATIVE_DEPTH_INPUT,
+            # Optional so that API prompts saved before it existed still validate; a widget all the same.
             "noise": (list(NOISE_MODES), {"default": "shared", "tooltip": (
                 "shared: every window starts from a shuffle of the first window's noise (as FreeNoise), so the "
                 "windows agree on the clip's look and it does not drift; independent: fresh noise per frame")}),
-        }, "optional": dict(NATIVE_DEPTH_INPUT)}
+        }}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -77,7 +80,7 @@ class MYVLongVideoSampler:
                    "the first window's noise.")
 
     def sample(self, model, positive, negative, depth, latent_image, seed, steps, cfg, sampler_name, scheduler,
-               window_frames, context_frames, normalize, noise="shared", native_depth=None):
+               window_frames, context_frames, normalize, native_depth=None, noise="shared"):
         depth = channel_depth(depth, normalize, native_depth)
         windows = window_schedule(depth.shape[0], window_frames, context_frames)
         video = video_latent(latent_image, depth.shape[0], repeat_single=True).clone()

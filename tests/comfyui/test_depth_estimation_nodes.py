@@ -71,16 +71,18 @@ def test_nodes_are_registered_with_their_inputs(pack):
     assert inputs["normalize"][0] == ["per_frame", "per_clip"] and inputs["temporal_smoothing"][1]["default"] == 0.0
     assert estimator.RETURN_TYPES == ("IMAGE", NATIVE_DEPTH) and estimator.RETURN_NAMES == ("depth", "native_depth")
     assert "MYV Estimate Depth" in pack.NODE_DISPLAY_NAME_MAPPINGS.values()
-    # native_depth is appended to the depth consumers as an optional input: the public order stays
-    for name, required in [("MYVApplyDepth", ["model", "depth", "normalize"]),
-                           ("MYVVideoKSampler", ["model", "positive", "negative", "depth", "latent_image", "seed",
-                                                 "steps", "cfg", "sampler_name", "scheduler", "denoise", "normalize"]),
-                           ("MYVLongVideoSampler", ["model", "positive", "negative", "depth", "latent_image", "seed",
-                                                    "steps", "cfg", "sampler_name", "scheduler", "window_frames",
-                                                    "context_frames", "normalize", "noise"])]:
+    # native_depth (and the long-video sampler's noise) are appended as optional inputs, so the public
+    # order stays and API prompts saved before them still validate
+    for name, required, optional in [
+            ("MYVApplyDepth", ["model", "depth", "normalize"], ["native_depth"]),
+            ("MYVVideoKSampler", ["model", "positive", "negative", "depth", "latent_image", "seed", "steps", "cfg",
+                                  "sampler_name", "scheduler", "denoise", "normalize"], ["native_depth"]),
+            ("MYVLongVideoSampler", ["model", "positive", "negative", "depth", "latent_image", "seed", "steps", "cfg",
+                                     "sampler_name", "scheduler", "window_frames", "context_frames", "normalize"],
+             ["native_depth", "noise"])]:
         types = mappings[name].INPUT_TYPES()
         assert list(types["required"]) == required, name
-        assert list(types["optional"]) == ["native_depth"] and types["optional"]["native_depth"][0] == NATIVE_DEPTH
+        assert list(types["optional"]) == optional and types["optional"]["native_depth"][0] == NATIVE_DEPTH
 
 
 def test_loader_lists_own_folder_and_controlnet_aux_cache(pack, estimator_dir):

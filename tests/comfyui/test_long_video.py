@@ -53,7 +53,7 @@ def long_sample(pack, model, frames, seed=5, window=16, context=4, cfg=1.0, late
     latent = {"samples": torch.zeros(latent_frames, 4, SIZE, SIZE)}
     return pack.nodes.long_video.MYVLongVideoSampler().sample(
         model, positive or cond(1), cond(2), depth_clip(frames), latent, seed, STEPS, cfg, "euler", "normal", window,
-        context, normalize, noise)[0]["samples"]
+        context, normalize, noise=noise)[0]["samples"]
 
 
 def temporal_modules(model):
