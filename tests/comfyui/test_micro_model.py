@@ -108,8 +108,8 @@ def test_one_64_frame_pass_keeps_the_coherence_of_16_frames(sampler, clips):
 def test_long_video_sampler_is_as_coherent_as_one_pass(sampler, clips):
     """At its defaults (context 2, shared noise), 64 frames: the background drifts at most 1.25x as far as
     in one pass, no seams (ratio <= 1.15), and the disc follows the depth as well (IoU within 0.02)."""
-    node = sampler.pack.nodes.long_video.MYVLongVideoSampler.INPUT_TYPES()["required"]
-    context, noise = node["context_frames"][1]["default"], node["noise"][1]["default"]
+    inputs = sampler.pack.nodes.long_video.MYVLongVideoSampler.INPUT_TYPES()
+    context, noise = inputs["required"]["context_frames"][1]["default"], inputs["optional"]["noise"][1]["default"]
     one, long, seams = [], [], []
     for i in range(2):
         depth, prompt, seed, cov = clips.depth[i], int(clips.prompts[i]), 1000 + i, clips.coverage[i]
