@@ -17,7 +17,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from myv_core.config import is_temporal_key, temporal_transformer_prefixes  # noqa: E402
+from myv_core.layout import is_temporal_key, temporal_transformer_prefixes  # noqa: E402
 
 MANIFEST = REPO / "tests" / "fixtures" / "myv_key_manifest_full.json"
 DTYPES = {"fp32": torch.float32, "fp16 / bf16": torch.float16,

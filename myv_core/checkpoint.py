@@ -13,26 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from . import safe_pickle
-from .config import UNetConfig, derive_config, is_temporal_key, submodule_of, temporal_transformer_prefixes
+from .config import UNetConfig, derive_config
+from .layout import split_parts, split_unet, unet_keys
+from .tensor_file import FileError, FileTensor, read, safetensors_index, zip_index
 
-UNET_PREFIX = "model.diffusion_model."
-PART_PREFIXES = {
-    "vae": "first_stage_model.",
-    "text_encoder": "cond_stage_model.",
-    "depth": "depth_stage_model.",
-    "ema": "model_ema.",
-}
-# Buffers and parameters of the official DDPM wrapper: the noise schedule and its by-products.
-SCHEDULE_KEYS = frozenset({
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-    "posterior_mean_coef1", "posterior_mean_coef2", "scale_factor", "scale_arr", "logvar",
-})
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 LIGHTNING_WRAPPER = "_forward_module."
 
@@ -57,13 +43,14 @@ def _describe(path):
     return f"'{Path(path).name}'"
 
 
-def load_state_dict(path):
-    """Tensors of a .safetensors file or a torch.save pickle, with Lightning/DeepSpeed nesting removed.
+def file_state_dict(path):
+    """{name: FileTensor} of a .safetensors file or a torch.save pickle, Lightning/DeepSpeed nesting removed.
 
-    The one reader of weights for every path (loader nodes, converter, depth estimator loader). A
-    pickle is read by safe_pickle: its tensors come back memory-mapped, everything else it holds
-    (training state, hyper-parameters, numpy scalars, ...) is replaced by inert stand-ins and
-    dropped, and nothing in the file is imported or called.
+    The one reader of weights for every path (loader nodes, converter, depth estimator loader): the
+    file is indexed, not read (see tensor_file), and a loader reads each tensor as it places it. A
+    pickle is read by safe_pickle: everything it holds besides tensors (training state,
+    hyper-parameters, numpy scalars, ...) is replaced by inert stand-ins and dropped, and nothing in
+    the file is imported or called. Legacy (pre-1.6, non-zip) pickles come back as tensors in memory.
     """
     path = Path(path)
     if not path.is_file():
@@ -73,8 +60,8 @@ def load_state_dict(path):
                               "fetch the file again.")
     if path.suffix.lower() == ".safetensors":
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
+            return safetensors_index(path)[0]
+        except (FileError, OSError) as e:
             raise CheckpointError(f"{_describe(path)} is not a readable safetensors file ({e}): it is "
                                   "truncated or corrupt; fetch it again.") from None
     if path.suffix.lower() not in PICKLE_SUFFIXES:
@@ -83,34 +70,65 @@ def load_state_dict(path):
     return unwrap_state_dict(_load_pickle(path), path)
 
 
+def load_state_dict(path):
+    """file_state_dict with every tensor read into memory (for callers that need them all at once)."""
+    sd = file_state_dict(path)
+    try:
+        return {k: read(v) for k, v in sd.items()}
+    except FileError as e:
+        raise CheckpointError(f"{_describe(path)}: {e}") from None
+
+
 def _load_pickle(path):
-    """The object pickled in a torch.save file, read by safe_pickle: tensors real, nothing else run."""
+    """The object pickled in a torch.save file, read by safe_pickle: tensors indexed, nothing else run."""
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # zip archive / pickle protocol 2+
         raise CheckpointError(f"{_describe(path)} is not a checkpoint at all (neither a PyTorch zip archive nor "
                               "a pickle): check that you picked the right file, or fetch it again.")
-    is_zip = head.startswith(b"PK")
-    if is_zip and _is_torchscript(path):
+    if not head.startswith(b"PK"):
+        return _load_legacy(path)
+    if _is_torchscript(path):
         raise CheckpointError(f"{_describe(path)} is not a checkpoint at all but a TorchScript program "
                               "(torch.jit.save), which the pack never loads: pick the checkpoint file itself.")
-    if _torch_forces_weights_only():
-        return _load_weights_only(path, is_zip)
     try:
-        # The zip archive is memory-mapped: tensors are views of the file, read as they are used.
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=is_zip, pickle_module=safe_pickle)
+        return zip_index(path)
+    except FileError as e:
+        raise CheckpointError(f"{_describe(path)} could not be read as a PyTorch checkpoint: {e}.") from None
     except safe_pickle.RefusedGlobal as e:
-        raise UnsafeCheckpointError(
-            f"{_describe(path)} was refused: its pickle names {e.global_name}, which runs code when a "
-            "pickle is loaded. A training run never writes that, so the file was made to attack whoever "
-            "loads it; nothing in it was run. Delete it and use the original release file, or a "
-            ".safetensors copy from someone you trust.") from None
+        raise _refused(path, e) from None
     except safe_pickle.ForbiddenOperation as e:
-        raise UnsafeCheckpointError(
-            f"{_describe(path)} was refused: its pickle {e}, which no checkpoint needs; nothing in it was "
-            "run. Use the original release file, or a .safetensors copy from someone you trust.") from None
+        raise _forbidden(path, e) from None
+    except Exception as e:  # a damaged archive or pickle: zipfile and pickle raise many kinds
+        raise _unreadable(path, e) from None
+
+
+def _load_legacy(path):
+    """A pre-1.6 torch.save pickle, whose tensor data follows its pickle: read whole by torch.load."""
+    if _torch_forces_weights_only():
+        return _load_weights_only(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
+    except safe_pickle.RefusedGlobal as e:
+        raise _refused(path, e) from None
+    except safe_pickle.ForbiddenOperation as e:
+        raise _forbidden(path, e) from None
     except Exception as e:  # torch reports damaged files as RuntimeError, KeyError, EOFError, ...
         raise _unreadable(path, e) from None
+
+
+def _refused(path, error):
+    return UnsafeCheckpointError(
+        f"{_describe(path)} was refused: its pickle names {error.global_name}, which runs code when a "
+        "pickle is loaded. A training run never writes that, so the file was made to attack whoever "
+        "loads it; nothing in it was run. Delete it and use the original release file, or a "
+        ".safetensors copy from someone you trust.")
+
+
+def _forbidden(path, error):
+    return UnsafeCheckpointError(
+        f"{_describe(path)} was refused: its pickle {error}, which no checkpoint needs; nothing in it was "
+        "run. Use the original release file, or a .safetensors copy from someone you trust.")
 
 
 def _unreadable(path, error):
@@ -135,9 +153,9 @@ def _torch_forces_weights_only():
     return os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0") in ("1", "y", "yes", "true")
 
 
-def _load_weights_only(path, is_zip):
+def _load_weights_only(path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{_describe(path)} was refused: it contains pickled Python objects other than tensors "
@@ -164,7 +182,7 @@ def unwrap_state_dict(obj, path="checkpoint"):
         raise CheckpointError(f"{_describe(path)} holds no state dict (found {type(obj).__name__}).")
     if all(k.startswith(LIGHTNING_WRAPPER) for k in obj):
         obj = {k[len(LIGHTNING_WRAPPER):]: v for k, v in obj.items()}
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in obj.items() if isinstance(v, (torch.Tensor, FileTensor))}
     if len(tensors) != len(obj):
         others = sorted(k for k in obj if k not in tensors)[:5]
         raise CheckpointError(f"{_describe(path)} is not a state dict: entries {others} are not tensors.")
@@ -188,91 +206,10 @@ class CheckpointParts:
     ema: dict = field(default_factory=dict)
 
 
-def _unet_keys_of(sd):
-    """The UNet keys of a state dict: under "model.diffusion_model.", or bare (UNet-only files)."""
-    if any(k.startswith(UNET_PREFIX) for k in sd):
-        return {k[len(UNET_PREFIX):]: v for k, v in sd.items() if k.startswith(UNET_PREFIX)}, UNET_PREFIX
-    if any(submodule_of(k) for k in sd):
-        return {k: v for k, v in sd.items() if submodule_of(k) or k.startswith(("time_embed.", "out."))}, ""
-    return {}, UNET_PREFIX
-
-
-def split_unet(unet_sd):
-    """(spatial UNet renumbered to ComfyUI's SD2 layout, temporal layers under official keys).
-
-    Removing each temporal transformer closes its gap in the block: the sub-modules after it move
-    up by one (middle_block.3 -> .2, output_blocks.N.3 -> .2 for the upsamplers).
-    """
-    tt_prefixes = temporal_transformer_prefixes(unet_sd)
-    temporal = {k: v for k, v in unet_sd.items() if is_temporal_key(k, tt_prefixes)}
-    renumber = _renumbering({k for k in unet_sd if k not in temporal})
-    spatial = {}
-    for key, value in unet_sd.items():
-        if key in temporal:
-            continue
-        sub = submodule_of(key)
-        if sub is None:
-            spatial[key] = value
-        else:
-            block, index = sub
-            rest = key[len(f"{block}.{index}."):]
-            spatial[f"{block}.{renumber[block][index]}.{rest}"] = value
-    return spatial, temporal
-
-
-def _renumbering(spatial_keys):
-    subs = {}
-    for key in spatial_keys:
-        sub = submodule_of(key)
-        if sub:
-            subs.setdefault(sub[0], set()).add(sub[1])
-    return {block: {old: new for new, old in enumerate(sorted(s))} for block, s in subs.items()}
-
-
-def join_unet(spatial, temporal):
-    """The official-layout UNet from ComfyUI-layout spatial weights and temporal layers (inverse of split_unet)."""
-    tt_subs = {}
-    for prefix in temporal_transformer_prefixes(temporal):
-        block, index = submodule_of(prefix + ".")
-        tt_subs.setdefault(block, set()).add(index)
-    spatial_subs = {}
-    for key in spatial:
-        sub = submodule_of(key)
-        if sub:
-            spatial_subs.setdefault(sub[0], set()).add(sub[1])
-    renumber = {}
-    for block, subs in spatial_subs.items():
-        official = (i for i in range(len(subs) + len(tt_subs.get(block, ())))
-                    if i not in tt_subs.get(block, ()))
-        renumber[block] = dict(zip(sorted(subs), official))
-    joined = dict(temporal)
-    for key, value in spatial.items():
-        sub = submodule_of(key)
-        if sub is None:
-            joined[key] = value
-        else:
-            block, index = sub
-            joined[f"{block}.{renumber[block][index]}.{key[len(f'{block}.{index}.'):]}"] = value
-    return joined
-
-
 def split_checkpoint(sd, name="checkpoint"):
     """CheckpointParts of a full Make-Your-Video state dict; raises CheckpointError otherwise."""
-    unet_sd, unet_prefix = _unet_keys_of(sd)
-    parts = CheckpointParts()
-    unplaced = []
-    for key, value in sd.items():
-        if unet_prefix and key.startswith(unet_prefix) or (not unet_prefix and key in unet_sd):
-            continue
-        part = next((p for p, prefix in PART_PREFIXES.items() if key.startswith(prefix)), None)
-        if part is not None:
-            getattr(parts, part)[key[len(PART_PREFIXES[part]):]] = value
-        elif key in SCHEDULE_KEYS:
-            parts.schedule[key] = value
-        else:
-            unplaced.append(key)
-
-    parts.unet, parts.temporal = split_unet(unet_sd)
+    split, unet_sd, unplaced = split_parts(sd)
+    parts = CheckpointParts(**split)
     check_full_model(parts, name)  # first: an SDXL or SD1.5 file should hear what it is, not list keys
     if unplaced:
         shown = ", ".join(sorted(unplaced)[:10])
@@ -305,13 +242,13 @@ def check_full_model(parts, name):
 
 
 def load_checkpoint(path):
-    """CheckpointParts of a full Make-Your-Video checkpoint file."""
-    return split_checkpoint(load_state_dict(path), _describe(path))
+    """CheckpointParts of a full Make-Your-Video checkpoint file, its tensors still in the file."""
+    return split_checkpoint(file_state_dict(path), _describe(path))
 
 
 def temporal_layers_of(sd, name="file"):
     """The temporal-layer weights of a temporal-only file or of a full Make-Your-Video checkpoint."""
-    unet_sd, _ = _unet_keys_of(sd)
+    unet_sd, _ = unet_keys(sd)
     _, temporal = split_unet(unet_sd)
     if not temporal:
         raise NotMakeYourVideoError(
@@ -322,14 +259,5 @@ def temporal_layers_of(sd, name="file"):
 
 
 def load_temporal_layers(path):
-    return temporal_layers_of(load_state_dict(path), _describe(path))
-
-
-def cast_state_dict(sd, dtype):
-    """The same tensors in `dtype` (tensors already in it are passed through, not copied).
-
-    Loading into modules built in `dtype` is not enough to get that dtype: under ComfyUI's dynamic
-    VRAM (comfy-aimdo), comfy.ops Linear layers allocate nothing at construction and adopt the
-    tensors of the state dict as they are, so an fp32 file would leave fp32 Linears in an fp16 model.
-    """
-    return {k: v.to(dtype) for k, v in sd.items()}
+    """The temporal layers of a file, still in the file."""
+    return temporal_layers_of(file_state_dict(path), _describe(path))

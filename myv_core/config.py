@@ -4,15 +4,9 @@ Nothing here trusts a config file or ComfyUI's detection (which only accepts the
 UNet): the same code derives the released 1.6B model and the tiny test models.
 """
 
-import re
 from dataclasses import dataclass
 
-from .temporal import TemporalSite
-
-TEMPORAL_CONV = ".temopral_conv."  # sic: the typo is in the official checkpoint keys
-RELATIVE_TABLE = ".transformer_blocks.0.attn1.relative_position_k.embeddings_table"
-_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
-_SUBMODULE = re.compile(r"^(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.(\d+)\.")
+from .layout import RELATIVE_TABLE, TEMPORAL_CONV
 
 # Architecture facts of the released model family that its weights cannot show: the causal band
 # is a non-persistent mask, gradient checkpointing is a training switch.
@@ -55,59 +49,6 @@ class UNetConfig:
             temporal_selfatt_only=self.temporal_attention, use_relative_position=True,
             temporal_length=self.temporal_length, addition_attention=False,
         )
-
-
-def submodule_of(key):
-    """("input_blocks.4", 2) for "input_blocks.4.2.norm.weight"; None for keys outside blocks."""
-    m = _SUBMODULE.match(key)
-    return (m.group(1), int(m.group(2))) if m else None
-
-
-def temporal_transformer_prefixes(unet_sd):
-    """Prefixes ("middle_block.2", ...) of the temporal transformers, found by their tables."""
-    return sorted(k[:-len(RELATIVE_TABLE)] for k in unet_sd if k.endswith(RELATIVE_TABLE))
-
-
-def is_temporal_key(key, transformer_prefixes):
-    return TEMPORAL_CONV in key or any(key.startswith(p + ".") for p in transformer_prefixes)
-
-
-def temporal_sites(temporal_sd):
-    """Every temporal layer described by its weights, in UNet order (input, middle, output)."""
-    tt_prefixes = temporal_transformer_prefixes(temporal_sd)
-    tt_by_block = {}
-    for prefix in tt_prefixes:
-        block, sub = submodule_of(prefix + ".")
-        tt_by_block.setdefault(block, []).append(sub)
-
-    sites = []
-    for key in temporal_sd:
-        if key.endswith(TEMPORAL_CONV + "conv.0.0.weight"):
-            prefix = key[:-len(".conv.0.0.weight")]
-            kind = "conv"
-        elif key.endswith(RELATIVE_TABLE):
-            prefix = key[:-len(RELATIVE_TABLE)]
-            kind = "transformer"
-        else:
-            continue
-        block, sub = submodule_of(prefix + ".")
-        shift = sum(1 for s in tt_by_block.get(block, ()) if s < sub)
-        # A conv lives inside the ResBlock at `sub`; a transformer follows the spatial one at sub-1.
-        after = sub - shift if kind == "conv" else sub - 1 - shift
-        name, _, index = block.partition(".")
-        common = dict(prefix=prefix, block=name, index=int(index) if index else None, after=after)
-        if kind == "conv":
-            sites.append(TemporalSite(kind="conv", channels=temporal_sd[key].shape[0], **common))
-        else:
-            table = temporal_sd[key]
-            inner = temporal_sd[prefix + ".proj_in.weight"].shape[0]
-            depth = len({k for k in temporal_sd if k.startswith(prefix + ".transformer_blocks.")
-                         and k.endswith(".attn1.to_q.weight")})
-            sites.append(TemporalSite(
-                kind="transformer", channels=temporal_sd[prefix + ".norm.weight"].shape[0],
-                heads=inner // table.shape[1], head_dim=table.shape[1],
-                temporal_length=(table.shape[0] - 1) // 2, depth=depth, **common))
-    return sorted(sites, key=lambda s: (_BLOCKS.index(s.block), s.index or 0, s.after, s.kind))
 
 
 def derive_config(unet_sd):

@@ -13,18 +13,13 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from .checkpoint import (PART_PREFIXES, UNET_PREFIX, CheckpointError, join_unet, load_state_dict,
-                         split_checkpoint)
+from .checkpoint import CheckpointError, file_state_dict, split_checkpoint
+from .layout import PART_PREFIXES, UNET_PREFIX, join_unet
+from .tensor_file import FileError, read, safetensors_index, write_safetensors
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 TEMPORAL_FORMAT = "makeyourvideo-temporal"
-
-
-def cast(tensor, dtype):
-    """A floating-point tensor in `dtype` (None keeps it); other tensors unchanged."""
-    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def spatial_state_dict(parts):
@@ -46,35 +41,40 @@ def reassemble(spatial_sd, temporal_sd, depth_sd=None):
 
 
 def convert(source, out_dir, dtype=None, name=None):
-    """Write the part files of `source` into `out_dir` and verify them; returns ({part: path}, n)."""
-    original = load_state_dict(source)
+    """Write the part files of `source` into `out_dir` and verify them; returns ({part: path}, n).
+
+    One tensor is in memory at a time, writing and verifying alike: the release converts in about
+    the memory of its largest tensor.
+    """
+    original = file_state_dict(source)
     parts = split_checkpoint(original, f"'{Path(source).name}'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or Path(source).stem
     files = {"spatial": spatial_state_dict(parts), "temporal": parts.temporal, "depth": parts.depth}
     written = {}
-    for part, sd in files.items():
-        if not sd:
-            continue
-        path = out_dir / f"{name}_{part}.safetensors"
-        # clone(): safetensors refuses tensors that share storage, as pickled checkpoints may.
-        save_file({k: cast(v, dtype).contiguous().clone() for k, v in sd.items()}, str(path),
-                  metadata={"format": TEMPORAL_FORMAT} if part == "temporal" else None)
-        written[part] = path
-    return written, verify(original, written, dtype)
+    try:
+        for part, sd in files.items():
+            if not sd:
+                continue
+            path = out_dir / f"{name}_{part}.safetensors"
+            write_safetensors(path, sd, dtype, metadata={"format": TEMPORAL_FORMAT} if part == "temporal" else None)
+            written[part] = path
+        return written, verify(original, written, dtype)
+    except FileError as e:
+        raise CheckpointError(f"'{Path(source).name}': {e}") from None
 
 
 def verify(original, written, dtype=None):
     """Number of tensors checked; raises if reassembling the files does not give `original` back."""
-    rebuilt = reassemble(*(load_file(str(written[p])) if p in written else None
+    rebuilt = reassemble(*(safetensors_index(written[p])[0] if p in written else None
                            for p in ("spatial", "temporal", "depth")))
     if set(rebuilt) != set(original):
         diff = sorted(set(rebuilt) ^ set(original))[:10]
         raise CheckpointError(f"round trip changed the key set: {diff}")
     for key, value in original.items():
-        expected = cast(value, dtype)
-        if rebuilt[key].dtype != expected.dtype or not torch.equal(rebuilt[key], expected):
+        expected, got = read(value, dtype), read(rebuilt[key])
+        if got.dtype != expected.dtype or not torch.equal(got, expected):
             raise CheckpointError(f"round trip changed tensor {key}")
     return len(original)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_state_dict
+from .checkpoint import CheckpointError, file_state_dict
+from .tensor_file import read
 from .depth import depth_from_image
 
 MIDAS_SIZE = 384
@@ -351,7 +352,7 @@ def load_depth_estimator(path, dtype=torch.float32):
         network = _from_pretrained(weights.parent, model_type, name)
         kind = "depth_anything" if model_type == "depth_anything" else "midas"
         return DepthEstimator(network.to(dtype), kind)
-    layout, sd = detect_layout(load_state_dict(weights))
+    layout, sd = detect_layout(file_state_dict(weights))
     if layout is None:
         raise CheckpointError(f"{name} holds no supported depth network: {_describe_other(sd)}. Use "
                               "dpt_hybrid-midas-501f0c75.pt, Intel/dpt-hybrid-midas or Depth Anything V2 "
@@ -360,6 +361,7 @@ def load_depth_estimator(path, dtype=torch.float32):
         raise CheckpointError(f"{name}: Depth Anything weights need their config.json in the same folder "
                               "(download the whole transformers model folder).")
     from transformers import DPTForDepthEstimation
+    sd = {k: read(v) for k, v in sd.items()}  # only the depth network's tensors, e.g. of a whole model.ckpt
     if layout == "midas":
         sd = convert_midas_state_dict(sd, name)
     network = _build(DPTForDepthEstimation, dpt_hybrid_config(sd), sd, name, DPT_UNUSED_PREFIXES)

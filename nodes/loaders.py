@@ -12,7 +12,8 @@ import comfy.supported_models
 import comfy.utils
 import folder_paths
 
-from ..myv_core.checkpoint import CheckpointError, cast_state_dict, load_checkpoint, load_temporal_layers
+from ..myv_core.checkpoint import CheckpointError, load_checkpoint, load_temporal_layers
+from ..myv_core.tensor_file import load_into, read
 from .patching import attach_temporal, model_patcher_class
 
 MODEL_FOLDER = "makeyourvideo"
@@ -86,7 +87,8 @@ def build_spatial_model(parts, weight_dtype, fp8_optimizations=False, disable_dy
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model({}, device=comfy.model_management.unet_inital_load_device(parameters, dtype))
-    missing, unexpected = model.diffusion_model.load_state_dict(cast_state_dict(parts.unet, dtype), strict=False)
+    # Cast before loading: under dynamic VRAM comfy.ops Linears adopt the tensors they are given.
+    missing, unexpected = load_into(model.diffusion_model, parts.unet, dtype)
     if missing or unexpected:
         raise CheckpointError(f"the UNet weights do not match the SD2 layout derived from them: missing "
                               f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
@@ -110,7 +112,7 @@ def build_clip(parts, model_config, name):
         logging.warning("Make-Your-Video: %s has no text encoder; CLIP output is None (load an SD2 "
                         "OpenCLIP-H text encoder separately).", name)
         return None
-    sd = model_config.process_clip_state_dict({"cond_stage_model." + k: v for k, v in parts.text_encoder.items()})
+    sd = model_config.process_clip_state_dict({"cond_stage_model." + k: read(v) for k, v in parts.text_encoder.items()})
     clip = comfy.sd.CLIP(model_config.clip_target(state_dict=sd),
                          embedding_directory=folder_paths.get_folder_paths("embeddings"),
                          tokenizer_data=sd, parameters=comfy.utils.calculate_parameters(sd))
@@ -125,7 +127,7 @@ def build_vae(parts, model_config, name):
     if not parts.vae:
         logging.warning("Make-Your-Video: %s has no VAE; VAE output is None (load an SD VAE separately).", name)
         return None
-    return comfy.sd.VAE(sd=model_config.process_vae_state_dict(dict(parts.vae)))
+    return comfy.sd.VAE(sd=model_config.process_vae_state_dict({k: read(v) for k, v in parts.vae.items()}))
 
 
 class MYVCheckpointLoader:

@@ -27,10 +27,10 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from comfy.patcher_extension import CallbacksMP, PatcherInjection, WrappersMP
 
-from ..myv_core.checkpoint import cast_state_dict
-from ..myv_core.config import temporal_sites
+from ..myv_core.layout import temporal_sites
 from ..myv_core.depth import depth_to_latent
 from ..myv_core.temporal import TemporalConvBlock, TemporalLayers, TemporalTransformer
+from ..myv_core.tensor_file import load_into
 
 KEY = "makeyourvideo"
 TEMPORAL_TYPES = (TemporalConvBlock, TemporalTransformer)
@@ -90,7 +90,10 @@ def temporal_patcher(temporal_sd, model, disable_dynamic=False):
                                            fp8_optimizations=base.model_config.optimizations.get("fp8", False))
     offload = comfy.model_management.unet_offload_device()
     layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
-    layers.load_state_dict(cast_state_dict(temporal_sd, dtype), strict=True)
+    missing, unexpected = load_into(layers, temporal_sd, dtype)
+    if missing or unexpected:
+        raise ValueError(f"temporal layers: the weights do not fit the layers derived from them: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}")
     return model_patcher_class(disable_dynamic)(layers, load_device=model.load_device, offload_device=offload)
 
 

@@ -180,3 +180,10 @@ def unpickle(data):
     """safe_pickle on raw pickle bytes."""
     from myv_core import safe_pickle
     return safe_pickle.load(io.BytesIO(data))
+
+
+def file_mappings(path):
+    """The lines of /proc/self/maps that map `path` into this process."""
+    real = os.path.realpath(path)
+    with open("/proc/self/maps") as f:
+        return [line for line in f if line.rstrip().endswith(" " + real)]

@@ -1,6 +1,7 @@
 """Splitting, deriving and converting checkpoints; every bad-input case gets its own message."""
 
 import ast
+import gc
 import json
 import os
 import pickle
@@ -17,14 +18,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from myv_core.checkpoint import (CheckpointError, NotMakeYourVideoError, TemporalOnlyError,
-                                 UnsafeCheckpointError, join_unet, load_checkpoint,
+                                 UnsafeCheckpointError, file_state_dict, load_checkpoint,
                                  load_state_dict, load_temporal_layers, split_checkpoint)
 from myv_core import safe_pickle
-from myv_core.config import FIXED_OFFICIAL, derive_config, temporal_sites
+from myv_core.config import FIXED_OFFICIAL, derive_config
+from myv_core.layout import join_unet, temporal_sites
+from myv_core.tensor_file import read
 from myv_core.convert import main as convert_main, reassemble
 from myv_core.depth_estimation import load_depth_estimator
 from myv_core.temporal import TemporalLayers
-from checkpoint_layouts import (FLAG, HOSTILE_CALLS, Reduces, globals_in, set_flag, unpickle,
+from checkpoint_layouts import (FLAG, HOSTILE_CALLS, Reduces, file_mappings, globals_in, set_flag, unpickle,
                                 write_hostile, write_training_checkpoints)
 from tiny_models import UNET_PREFIX, tiny_full_checkpoint, tiny_unet
 
@@ -114,6 +117,26 @@ def test_unknown_keys_are_named(fixtures_dir):
     sd["lora_unet_down.alpha"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="lora_unet_down.alpha"):
         split_checkpoint(sd)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_reading_maps_nothing_of_the_file(tmp_path, fixtures_dir, suffix):
+    """Tensors read by the pack own their memory: none views a mapping of the file, even while they live.
+    The control, torch.load(mmap=True), shows that the check sees a mapping where there is one."""
+    sd = tiny_full_checkpoint(fixtures_dir)
+    path = tmp_path / f"model{suffix}"
+    write_ckpt(path, sd) if suffix == ".ckpt" else save_file(sd, str(path))
+    index = file_state_dict(path)
+    tensors = {k: read(v, torch.float16) for k, v in index.items()}
+    assert file_mappings(path) == []
+    assert_same_tensors(tensors, {k: v.half() if v.is_floating_point() else v for k, v in sd.items()})
+    if suffix == ".ckpt":
+        mapped = torch.load(path, mmap=True, weights_only=False, pickle_module=safe_pickle)
+        assert len(file_mappings(path)) == 1
+        del mapped
+        gc.collect()  # the unpickled object graph holds reference cycles
+        assert file_mappings(path) == []
 
 
 def write_ckpt(path, sd, **extra):
@@ -393,12 +416,14 @@ def test_torchscript_archive_is_not_loaded(tmp_path):
 
 
 def test_torch_force_weights_only_load(tmp_path, fixtures_dir, layouts, monkeypatch):
-    """With TORCH_FORCE_WEIGHTS_ONLY_LOAD torch refuses any pickle module: its own unpickler reads."""
+    """TORCH_FORCE_WEIGHTS_ONLY_LOAD binds torch.load: zip archives never reach it (the pack indexes
+    them with safe_pickle), legacy pickles are read by torch's weights-only unpickler."""
     monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
     write_ckpt(tmp_path / "plain.ckpt", tiny_full_checkpoint(fixtures_dir))
     assert_same_tensors(load_state_dict(tmp_path / "plain.ckpt"), tiny_full_checkpoint(fixtures_dir))
+    assert_same_tensors(load_state_dict(layouts["lightning_numpy1"][0]), layouts["lightning_numpy1"][1])
     with pytest.raises(UnsafeCheckpointError, match="TORCH_FORCE_WEIGHTS_ONLY_LOAD is set"):
-        load_state_dict(layouts["lightning_numpy1"][0])
+        load_state_dict(layouts["lightning_legacy"][0])
 
 
 def test_every_pickle_load_is_weights_only_or_safe_pickle():

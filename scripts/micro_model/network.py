@@ -52,7 +52,7 @@ class MicroUNet:
 
     def __init__(self, pack, state_dict):
         checkpoint = importlib.import_module(pack.__name__ + ".myv_core.checkpoint")
-        self.join_unet = checkpoint.join_unet
+        self.join_unet = importlib.import_module(pack.__name__ + ".myv_core.layout").join_unet
         self.patching = patching = pack.nodes.patching
         parts = checkpoint.split_checkpoint(state_dict, "micro model")
         base, _ = pack.nodes.loaders.spatial_model(parts, "fp32")

@@ -249,8 +249,8 @@ def test_non_dynamic_delegates_are_built_once(pack, model_dir, fixtures_dir, dyn
     model = pack.nodes.loaders.MYVCheckpointLoader().load(name, "fp32")[0]
     before = {k: v.clone() for k, v in model.model.state_dict().items()}
     reads = []
-    read = checkpoint.load_state_dict
-    monkeypatch.setattr(checkpoint, "load_state_dict", lambda path: reads.append(path) or read(path))
+    read = checkpoint.file_state_dict
+    monkeypatch.setattr(checkpoint, "file_state_dict", lambda path: reads.append(path) or read(path))
     first, second = model.get_non_dynamic_delegate(), model.get_non_dynamic_delegate()
     assert len(reads) == 2  # the spatial factory and the temporal one, once each
     for delegate in (first, second):
