@@ -243,7 +243,8 @@ def check_full_model(parts, name):
 
 def load_checkpoint(path):
     """CheckpointParts of a full Make-Your-Video checkpoint file, its tensors still in the file."""
-    return split_checkpoint(file_state_dict(path), _describe(path))
+    sd = file_state_dict(path)
+    return split_checkpoint(sd, _describe(path))
 
 
 def temporal_layers_of(sd, name="file"):

@@ -1,0 +1,223 @@
+"""The shipped re-render workflow with a checkpoint of the release's size, through a real ComfyUI server.
+
+    python benchmarks/release_scale.py [--comfyui PATH] [--cache DIR] [--dtypes fp32 fp16 bf16 fp8_e4m3fn]
+                                       [--steps 1] [--no-convert]
+
+Builds (once, cached in --cache, default ~/.cache/myv-bench/release) a model.ckpt in the exact layout
+of the release and a dpt_hybrid-midas-501f0c75.pt (benchmarks/release_layout.py), then for each
+MYV Checkpoint Loader weight_dtype starts a fresh ComfyUI server (--cpu unless CUDA is there) and runs
+workflows/myv_video_rerender_api.json unchanged but for the steps and the weight_dtype, on a 32-frame
+256x256 clip (16 frames selected). It prints per node the seconds (from the server's "executing"
+events) and the server's resident memory: its peak (VmHWM), and the split at the highest sample
+(taken every 50 ms from /proc/PID/status) into allocated (RssAnon) and file-backed (RssFile)
+pages, and the file-backed pages left at the end. Then the converter on the same file (time, peak)
+and core Load Checkpoint + MYV Temporal Module Loader on its output through the same workflow.
+Asserts nothing: it is a measurement.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from myv_runner.selfcheck import write_test_clip  # noqa: E402
+from myv_runner.server import LocalServer  # noqa: E402
+from myv_runner.workflow import load_workflow, nodes_of, set_output_folder, stage_inputs  # noqa: E402
+from release_layout import write_release  # noqa: E402
+from unet_step import find_comfyui  # noqa: E402
+
+WORKFLOW = REPO / "workflows" / "myv_video_rerender_api.json"
+MIDAS = "dpt_hybrid-midas-501f0c75.pt"
+GIB = 2 ** 30
+
+
+class MemoryWatch(threading.Thread):
+    """Samples /proc/PID/status every `interval` s: the highest VmRSS sample with its split."""
+
+    def __init__(self, pid, interval=0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak, self.last = {}, {}
+        self.stopped = threading.Event()
+
+    def read(self):
+        fields = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                    fields[name] = int(value.split()[0]) * 1024
+        return fields
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                sample = self.read()
+            except OSError:
+                return
+            self.last = sample
+            if sample.get("VmRSS", 0) > self.peak.get("VmRSS", 0):
+                self.peak = sample
+            time.sleep(self.interval)
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_files(cache):
+    cache.mkdir(parents=True, exist_ok=True)
+    checkpoint, midas, clip = cache / "model.ckpt", cache / MIDAS, cache / "walk_256.mp4"
+    if not checkpoint.is_file() or not midas.is_file():
+        start = time.perf_counter()
+        count, size = write_release(checkpoint, midas)
+        print(f"wrote {checkpoint}: {count} tensors, {size / 1e9:.2f} GB of tensors, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    if not clip.is_file():
+        write_test_clip(clip, frames=32, size=256)
+    return checkpoint, midas, clip
+
+
+def link(target, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / target.name).symlink_to(target)
+
+
+def core_loader_graph(graph, spatial, temporal):
+    """The workflow with core Load Checkpoint (the converter's spatial file) + MYV Temporal Module Loader."""
+    (loader_id, loader), = nodes_of(graph, "MYVCheckpointLoader")
+    graph[loader_id] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": spatial}}
+    temporal_id = "myv_temporal"
+    for node in graph.values():
+        for name, value in node["inputs"].items():
+            if value == [loader_id, 0]:
+                node["inputs"][name] = [temporal_id, 0]
+    graph[temporal_id] = {"class_type": "MYVTemporalModuleLoader",
+                          "inputs": {"model": [loader_id, 0], "temporal_name": temporal}}
+    return graph
+
+
+def run_server(comfyui, graph, clip, models, label):
+    """One fresh server, one run: ({node label: seconds}, memory dict)."""
+    with tempfile.TemporaryDirectory(prefix="myv_release_") as work:
+        work = Path(work)
+        server = LocalServer(comfyui, free_port(), work, work / "output", cpu=True)
+        for folder, files in models.items():
+            for path in files:
+                link(path, work / "models" / folder)
+        (work / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        yaml = work / "extra_model_paths.yaml"
+        yaml.write_text(yaml.read_text() + f"  checkpoints: \"{work / 'models' / 'checkpoints'}\"\n")
+        server.start()
+        try:
+            watch = MemoryWatch(server.process.pid)
+            idle = watch.read()
+            watch.start()
+            stage_inputs(server.client, graph, clip=clip)
+            set_output_folder(graph, "myv_release_bench")
+            starts = []
+            server.client.run(graph, on_event=lambda e: starts.append((time.perf_counter(), e))
+                              if e.get("type") == "executing" else None)
+            end = time.perf_counter()
+            watch.stop()
+            hwm = watch.read()["VmHWM"]
+        except Exception:
+            print(server.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+    seconds = {}
+    marks = [(t, (e.get("data") or {}).get("node")) for t, e in starts] + [(end, None)]
+    for (t, node), (t_next, _) in zip(marks, marks[1:]):
+        if node is not None:
+            name = f"{graph[node]['class_type']} ({node})"
+            seconds[name] = seconds.get(name, 0.0) + t_next - t
+    return seconds, dict(idle=idle["VmRSS"], hwm=hwm, peak=watch.peak, last=watch.last, label=label)
+
+
+def convert(checkpoint, out_dir):
+    """The converter in its own process: (seconds, peak resident bytes, {part: path})."""
+    code = ("import resource, runpy, sys\n"
+            "sys.argv = ['myv_core.convert'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('myv_core.convert', run_name='__main__')\n"
+            "except SystemExit as e:\n    status = e.code\n"
+            "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+            "sys.exit(status)\n")
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", code, str(checkpoint), "--out-dir", str(out_dir)],
+                         cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"converter failed:\n{run.stdout}\n{run.stderr}")
+    print(run.stdout.strip())
+    peak = int(run.stdout.split("maxrss")[-1])
+    name = checkpoint.stem
+    return seconds, peak, {part: out_dir / f"{name}_{part}.safetensors" for part in ("spatial", "temporal", "depth")}
+
+
+def report(seconds, memory, file_size):
+    peak = memory["peak"]
+    print(f"\n## {memory['label']}")
+    for name, s in seconds.items():
+        print(f"  {name:42s} {s:8.1f} s")
+    print(f"  {'total':42s} {sum(seconds.values()):8.1f} s")
+    print(f"  server idle {memory['idle'] / GIB:.2f} GiB; peak resident (VmHWM) {memory['hwm'] / GIB:.2f} GiB = "
+          f"{memory['hwm'] / file_size:.2f}x the file")
+    print(f"  at the highest sample: {peak.get('VmRSS', 0) / GIB:.2f} GiB = allocated {peak.get('RssAnon', 0) / GIB:.2f}"
+          f" + file-backed {peak.get('RssFile', 0) / GIB:.2f} (+ shared {peak.get('RssShmem', 0) / GIB:.2f})")
+    print(f"  file-backed at the end: {memory['last'].get('RssFile', 0) / GIB:.2f} GiB", flush=True)
+    return memory["hwm"] / file_size
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comfyui")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "myv-bench" / "release")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp8_e4m3fn"])
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--no-convert", action="store_true", help="skip the converter and the core loader run")
+    args = parser.parse_args()
+    comfyui = Path(find_comfyui(args.comfyui))
+    checkpoint, midas, clip = ensure_files(args.cache)
+    file_size = checkpoint.stat().st_size
+    print(f"ComfyUI {comfyui}; {checkpoint} {file_size / 1e9:.2f} GB; {args.steps} step(s)", flush=True)
+    ratios = {}
+    for dtype in args.dtypes:
+        graph = load_workflow(WORKFLOW)
+        for _, node in nodes_of(graph, "MYVVideoKSampler"):
+            node["inputs"]["steps"] = args.steps
+        for _, node in nodes_of(graph, "MYVCheckpointLoader"):
+            node["inputs"]["weight_dtype"] = dtype
+        models = {"makeyourvideo": [checkpoint], "depth_estimators": [midas]}
+        seconds, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}")
+        ratios[dtype] = report(seconds, memory, file_size)
+    if not args.no_convert:
+        out = args.cache / "converted"
+        out.mkdir(exist_ok=True)
+        seconds, peak, parts = convert(checkpoint, out)
+        print(f"\n## converter: {seconds:.0f} s, peak resident {peak / GIB:.2f} GiB = {peak / file_size:.2f}x the file")
+        graph = core_loader_graph(load_workflow(WORKFLOW), parts["spatial"].name, parts["temporal"].name)
+        for _, node in nodes_of(graph, "MYVVideoKSampler"):
+            node["inputs"]["steps"] = args.steps
+        models = {"checkpoints": [parts["spatial"]], "makeyourvideo": [parts["temporal"]], "depth_estimators": [midas]}
+        seconds, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader")
+        ratios["core"] = report(seconds, memory, file_size)
+    print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()
