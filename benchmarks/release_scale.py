@@ -16,7 +16,6 @@ Asserts nothing: it is a measurement.
 """
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -40,12 +39,14 @@ GIB = 2 ** 30
 
 
 class MemoryWatch(threading.Thread):
-    """Samples /proc/PID/status every `interval` s: the highest VmRSS sample with its split."""
+    """Samples /proc/PID/status every `interval` s: the highest VmRSS sample with its split, and the
+    highest VmRSS while each node ran (`node` is set from the server's events)."""
 
     def __init__(self, pid, interval=0.05):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak, self.last = {}, {}
+        self.peak, self.last, self.by_node = {}, {}, {}
+        self.node = None
         self.stopped = threading.Event()
 
     def read(self):
@@ -65,7 +66,9 @@ class MemoryWatch(threading.Thread):
                 return
             self.last = sample
             if sample.get("VmRSS", 0) > self.peak.get("VmRSS", 0):
-                self.peak = sample
+                self.peak = dict(sample, node=self.node)
+            if self.node is not None:
+                self.by_node[self.node] = max(self.by_node.get(self.node, 0), sample.get("VmRSS", 0))
             time.sleep(self.interval)
 
     def stop(self):
@@ -99,7 +102,7 @@ def link(target, folder):
 
 def core_loader_graph(graph, spatial, temporal):
     """The workflow with core Load Checkpoint (the converter's spatial file) + MYV Temporal Module Loader."""
-    (loader_id, loader), = nodes_of(graph, "MYVCheckpointLoader")
+    loader_id, = (k for k, node in graph.items() if node["class_type"] == "MYVCheckpointLoader")
     graph[loader_id] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": spatial}}
     temporal_id = "myv_temporal"
     for node in graph.values():
@@ -112,7 +115,7 @@ def core_loader_graph(graph, spatial, temporal):
 
 
 def run_server(comfyui, graph, clip, models, label):
-    """One fresh server, one run: ({node label: seconds}, memory dict)."""
+    """One fresh server, one run: ([(node label, seconds, highest resident bytes)], memory dict)."""
     with tempfile.TemporaryDirectory(prefix="myv_release_") as work:
         work = Path(work)
         server = LocalServer(comfyui, free_port(), work, work / "output", cpu=True)
@@ -130,8 +133,13 @@ def run_server(comfyui, graph, clip, models, label):
             stage_inputs(server.client, graph, clip=clip)
             set_output_folder(graph, "myv_release_bench")
             starts = []
-            server.client.run(graph, on_event=lambda e: starts.append((time.perf_counter(), e))
-                              if e.get("type") == "executing" else None)
+
+            def on_event(event):
+                if event.get("type") == "executing":
+                    starts.append((time.perf_counter(), event))
+                    watch.node = (event.get("data") or {}).get("node")
+
+            server.client.run(graph, on_event=on_event)
             end = time.perf_counter()
             watch.stop()
             hwm = watch.read()["VmHWM"]
@@ -144,9 +152,11 @@ def run_server(comfyui, graph, clip, models, label):
     marks = [(t, (e.get("data") or {}).get("node")) for t, e in starts] + [(end, None)]
     for (t, node), (t_next, _) in zip(marks, marks[1:]):
         if node is not None:
-            name = f"{graph[node]['class_type']} ({node})"
-            seconds[name] = seconds.get(name, 0.0) + t_next - t
-    return seconds, dict(idle=idle["VmRSS"], hwm=hwm, peak=watch.peak, last=watch.last, label=label)
+            seconds[node] = seconds.get(node, 0.0) + t_next - t
+    names = {node: f"{graph[node]['class_type']} ({node})" for node in seconds}
+    peak = dict(watch.peak, node=names.get(watch.peak.get("node"), "-"))
+    rows = [(names[node], s, watch.by_node.get(node, 0)) for node, s in seconds.items()]
+    return rows, dict(idle=idle["VmRSS"], hwm=hwm, peak=peak, last=watch.last, label=label)
 
 
 def convert(checkpoint, out_dir):
@@ -169,16 +179,18 @@ def convert(checkpoint, out_dir):
     return seconds, peak, {part: out_dir / f"{name}_{part}.safetensors" for part in ("spatial", "temporal", "depth")}
 
 
-def report(seconds, memory, file_size):
+def report(rows, memory, file_size):
     peak = memory["peak"]
     print(f"\n## {memory['label']}")
-    for name, s in seconds.items():
-        print(f"  {name:42s} {s:8.1f} s")
-    print(f"  {'total':42s} {sum(seconds.values()):8.1f} s")
+    print(f"  {'node':42s} {'seconds':>8s}  {'highest resident':>16s}")
+    for name, s, rss in rows:
+        print(f"  {name:42s} {s:8.1f}  {rss / GIB:12.2f} GiB")
+    print(f"  {'total':42s} {sum(s for _, s, _ in rows):8.1f}")
     print(f"  server idle {memory['idle'] / GIB:.2f} GiB; peak resident (VmHWM) {memory['hwm'] / GIB:.2f} GiB = "
           f"{memory['hwm'] / file_size:.2f}x the file")
-    print(f"  at the highest sample: {peak.get('VmRSS', 0) / GIB:.2f} GiB = allocated {peak.get('RssAnon', 0) / GIB:.2f}"
-          f" + file-backed {peak.get('RssFile', 0) / GIB:.2f} (+ shared {peak.get('RssShmem', 0) / GIB:.2f})")
+    print(f"  at the highest sample ({peak['node']}): {peak.get('VmRSS', 0) / GIB:.2f} GiB = allocated "
+          f"{peak.get('RssAnon', 0) / GIB:.2f} + file-backed {peak.get('RssFile', 0) / GIB:.2f} "
+          f"(+ shared {peak.get('RssShmem', 0) / GIB:.2f})")
     print(f"  file-backed at the end: {memory['last'].get('RssFile', 0) / GIB:.2f} GiB", flush=True)
     return memory["hwm"] / file_size
 
@@ -198,24 +210,24 @@ def main():
     ratios = {}
     for dtype in args.dtypes:
         graph = load_workflow(WORKFLOW)
-        for _, node in nodes_of(graph, "MYVVideoKSampler"):
+        for node in nodes_of(graph, "MYVVideoKSampler"):
             node["inputs"]["steps"] = args.steps
-        for _, node in nodes_of(graph, "MYVCheckpointLoader"):
+        for node in nodes_of(graph, "MYVCheckpointLoader"):
             node["inputs"]["weight_dtype"] = dtype
         models = {"makeyourvideo": [checkpoint], "depth_estimators": [midas]}
-        seconds, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}")
-        ratios[dtype] = report(seconds, memory, file_size)
+        rows, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}")
+        ratios[dtype] = report(rows, memory, file_size)
     if not args.no_convert:
         out = args.cache / "converted"
         out.mkdir(exist_ok=True)
         seconds, peak, parts = convert(checkpoint, out)
         print(f"\n## converter: {seconds:.0f} s, peak resident {peak / GIB:.2f} GiB = {peak / file_size:.2f}x the file")
         graph = core_loader_graph(load_workflow(WORKFLOW), parts["spatial"].name, parts["temporal"].name)
-        for _, node in nodes_of(graph, "MYVVideoKSampler"):
+        for node in nodes_of(graph, "MYVVideoKSampler"):
             node["inputs"]["steps"] = args.steps
         models = {"checkpoints": [parts["spatial"]], "makeyourvideo": [parts["temporal"]], "depth_estimators": [midas]}
-        seconds, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader")
-        ratios["core"] = report(seconds, memory, file_size)
+        rows, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader")
+        ratios["core"] = report(rows, memory, file_size)
     print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
 
 
