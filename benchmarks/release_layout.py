@@ -1,14 +1,16 @@
 """A file in the exact layout of the released model.ckpt, from shapes alone, and its MiDaS file.
 
 The official LatentDepthDiffusion of configs/inference_256_v1.0.yaml saves 2528 tensors in a
-Lightning dict ({"state_dict": ...}), 8.67 GB in float32:
+Lightning dict ({"state_dict": ...}), 8.67 GB in float32. The published model.ckpt is 8.18 GB: the
+same without the depth stage (the official loader falls back to dropping depth_stage_model.* and
+reads MiDaS from dpt_hybrid-midas-501f0c75.pt, published beside it), so that is the default here:
 
 - UNet, 1606 (model.diffusion_model.*): tests/fixtures/myv_key_manifest_full.json;
 - VAE, 248 (first_stage_model.*): ldm's AutoencoderKL with the SD config (ch 128, ch_mult 1 2 4 4,
   2 res blocks, z 4, attention only in the middle), as `vae_shapes` spells it out;
 - text encoder, 294 (cond_stage_model.*): FrozenOpenCLIPEmbedder, open_clip's ViT-H-14 text tower
   (width 1024, 24 blocks, 16 heads, context 77, vocabulary 49408) with the vision tower deleted;
-- depth stage, 368 (depth_stage_model.model.*): MiDaS DPT-Hybrid,
+- depth stage, 368 (depth_stage_model.model.*, only with depth_stage=True): MiDaS DPT-Hybrid,
   tests/fixtures/midas_dpt_hybrid_keys.json (the keys of dpt_hybrid-midas-501f0c75.pt);
 - schedule buffers, 12: the DDPM buffers of the linear schedule (1000 steps, 0.00085 -> 0.012).
 
@@ -143,12 +145,15 @@ def release_shapes():
     return parts
 
 
-def write_release(checkpoint, midas, seed=0):
-    """model.ckpt (Lightning dict, float32) and dpt_hybrid-midas-501f0c75.pt (the depth stage alone)."""
+def write_release(checkpoint, midas, depth_stage=False, seed=0):
+    """model.ckpt (Lightning dict, float32; with the depth stage inside if depth_stage) and
+    dpt_hybrid-midas-501f0c75.pt (the depth network alone): (tensors, bytes) of model.ckpt."""
     sd = {}
     for i, shapes in enumerate(release_shapes().values()):
         sd.update(random_weights(shapes, seed + i))
     sd.update(schedule_buffers())
-    torch.save({"state_dict": sd, "epoch": 0, "global_step": 0}, checkpoint)
     torch.save({k[len(DEPTH_PREFIX):]: v for k, v in sd.items() if k.startswith(DEPTH_PREFIX)}, midas)
+    if not depth_stage:
+        sd = {k: v for k, v in sd.items() if not k.startswith(DEPTH_PREFIX)}
+    torch.save({"state_dict": sd, "epoch": 0, "global_step": 0}, checkpoint)
     return len(sd), sum(v.numel() * v.element_size() for v in sd.values())

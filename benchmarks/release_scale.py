@@ -4,7 +4,8 @@
                                        [--steps 1] [--no-convert]
 
 Builds (once, cached in --cache, default ~/.cache/myv-bench/release) a model.ckpt in the exact layout
-of the release and a dpt_hybrid-midas-501f0c75.pt (benchmarks/release_layout.py), then for each
+of the release (8.18 GB; --depth-stage: with the MiDaS network inside, 8.67 GB) and a
+dpt_hybrid-midas-501f0c75.pt (benchmarks/release_layout.py), then for each
 MYV Checkpoint Loader weight_dtype starts a fresh ComfyUI server (--cpu unless CUDA is there) and runs
 workflows/myv_video_rerender_api.json unchanged but for the steps and the weight_dtype, on a 32-frame
 256x256 clip (16 frames selected). It prints per node the seconds (from the server's "executing"
@@ -82,12 +83,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def ensure_files(cache):
-    cache.mkdir(parents=True, exist_ok=True)
-    checkpoint, midas, clip = cache / "model.ckpt", cache / MIDAS, cache / "walk_256.mp4"
+def ensure_files(cache, depth_stage):
+    """The release files in `cache` (model.ckpt in its own folder per variant), written once."""
+    folder = cache / ("with_depth_stage" if depth_stage else "published")
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint, midas, clip = folder / "model.ckpt", cache / MIDAS, cache / "walk_256.mp4"
     if not checkpoint.is_file() or not midas.is_file():
         start = time.perf_counter()
-        count, size = write_release(checkpoint, midas)
+        count, size = write_release(checkpoint, midas, depth_stage)
         print(f"wrote {checkpoint}: {count} tensors, {size / 1e9:.2f} GB of tensors, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
     if not clip.is_file():
@@ -114,11 +117,12 @@ def core_loader_graph(graph, spatial, temporal):
     return graph
 
 
-def run_server(comfyui, graph, clip, models, label):
+def run_server(comfyui, graph, clip, models, label, flags=()):
     """One fresh server, one run: ([(node label, seconds, highest resident bytes)], memory dict)."""
     with tempfile.TemporaryDirectory(prefix="myv_release_") as work:
         work = Path(work)
         server = LocalServer(comfyui, free_port(), work, work / "output", cpu=True)
+        server.command.extend(flags)
         for folder, files in models.items():
             for path in files:
                 link(path, work / "models" / folder)
@@ -202,11 +206,17 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp8_e4m3fn"])
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--no-convert", action="store_true", help="skip the converter and the core loader run")
+    parser.add_argument("--pytorch-attention", action="store_true",
+                        help="start ComfyUI with --use-pytorch-cross-attention (SDPA; its CPU default is sub-quadratic)")
+    parser.add_argument("--depth-stage", action="store_true",
+                        help="model.ckpt with the MiDaS depth stage inside (8.67 GB; the published file, 8.18 GB, has none)")
     args = parser.parse_args()
     comfyui = Path(find_comfyui(args.comfyui))
-    checkpoint, midas, clip = ensure_files(args.cache)
+    checkpoint, midas, clip = ensure_files(args.cache, args.depth_stage)
     file_size = checkpoint.stat().st_size
     print(f"ComfyUI {comfyui}; {checkpoint} {file_size / 1e9:.2f} GB; {args.steps} step(s)", flush=True)
+    flags = ["--use-pytorch-cross-attention"] if args.pytorch_attention else []
+    print(f"ComfyUI flags: --cpu {' '.join(flags)}", flush=True)
     ratios = {}
     for dtype in args.dtypes:
         graph = load_workflow(WORKFLOW)
@@ -215,7 +225,7 @@ def main():
         for node in nodes_of(graph, "MYVCheckpointLoader"):
             node["inputs"]["weight_dtype"] = dtype
         models = {"makeyourvideo": [checkpoint], "depth_estimators": [midas]}
-        rows, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}")
+        rows, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}", flags)
         ratios[dtype] = report(rows, memory, file_size)
     if not args.no_convert:
         out = args.cache / "converted"
@@ -226,7 +236,8 @@ def main():
         for node in nodes_of(graph, "MYVVideoKSampler"):
             node["inputs"]["steps"] = args.steps
         models = {"checkpoints": [parts["spatial"]], "makeyourvideo": [parts["temporal"]], "depth_estimators": [midas]}
-        rows, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader")
+        rows, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader",
+                                  flags)
         ratios["core"] = report(rows, memory, file_size)
     print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_step import CHECKPOINT, find_comfyui, load_checkpoint_model, load_comfyui, pick_device, sync  # noqa: E402
@@ -111,7 +112,6 @@ def main():
     comfyui = find_comfyui(args.comfyui)
     pack = load_comfyui(comfyui, device, pytorch_attention=True)
     import comfy.ldm.modules.attention
-    import torch._dynamo
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     from comfy_extras.nodes_torch_compile import TorchCompileModel
 

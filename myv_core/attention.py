@@ -15,6 +15,7 @@ kernel can replace the pure-torch one without touching the layers that call it:
 """
 
 import functools
+import logging
 
 import torch
 
@@ -181,11 +182,28 @@ def temporal_attention_torch(q, k, v, rel_k, rel_v, heads, window=CAUSAL_WINDOW)
 
 @functools.cache
 def _triton_works_on_cuda():
+    return torch.cuda.is_available() and triton_agrees("cuda")
+
+
+def triton_agrees(device):
+    """Whether the Triton kernel runs on `device` and agrees with the torch path there.
+
+    No GPU has been at hand for every release, so the kernel is not trusted before it has been
+    compared; when it disagrees or fails to compile, one log line says so and the torch path is used.
+    """
     try:
         from . import attention_triton
-        return attention_triton.available()
-    except Exception:  # no triton, no driver, unsupported GPU: the torch path works everywhere
+    except ImportError:  # no triton (e.g. Windows without triton-windows): the torch path, silently
         return False
+    try:
+        problem = attention_triton.disagreement(device)
+    except Exception as e:  # compile errors, driver or architecture problems: all mean "do not use it"
+        problem = f"failed to compile or run ({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'})"
+    if problem is not None:
+        logging.warning("Make-Your-Video: the Triton temporal attention kernel %s on %s; using the PyTorch "
+                       "path instead (correct, somewhat slower).", problem, device)
+        return False
+    return True
 
 
 def triton_available(device):

@@ -135,13 +135,30 @@ def temporal_attention_triton(q, k, v, rel_k, rel_v, heads, window=CAUSAL_WINDOW
     return out
 
 
-def available():
-    """Whether the kernel compiles and runs on this machine's CUDA device (a tiny smoke test)."""
-    if not torch.cuda.is_available():
-        return False
-    g = torch.Generator(device="cpu").manual_seed(0)
-    q = torch.randn(2, 3, 32, generator=g).cuda()
-    rel = torch.randn(33, 16, generator=g).cuda()
-    out = temporal_attention_triton(q, q, q, rel, rel, heads=2)
-    torch.cuda.synchronize()
-    return bool(torch.isfinite(out).all())
+# Agreement the first CUDA run asks of the kernel before trusting it: a few ulps of the output's
+# scale in 16 bits (the kernel rounds the probabilities to the input dtype for p @ v), 1e-4 in fp32.
+SELF_CHECK_TOL = {torch.float32: 1e-4, torch.float16: 4 * 2.0 ** -10, torch.bfloat16: 4 * 2.0 ** -7}
+
+
+def disagreement(device):
+    """None when the kernel gives temporal_attention_torch's output on `device`, else what differs.
+
+    Cases: fp32, fp16 and bf16; a short clip and one longer than the causal band (the banded path).
+    A kernel that fails to compile or run raises.
+    """
+    from .attention import temporal_attention_torch
+
+    g = torch.Generator().manual_seed(0)
+    heads, head_dim = 2, 16
+    for frames in (5, CAUSAL_WINDOW + 9):
+        inputs = [torch.randn(3, frames, heads * head_dim, generator=g) for _ in range(3)]
+        inputs += [torch.randn(33, head_dim, generator=g) for _ in range(2)]
+        for dtype, tol in SELF_CHECK_TOL.items():
+            q, k, v, rel_k, rel_v = (x.to(device=device, dtype=dtype) for x in inputs)
+            want = temporal_attention_torch(q, k, v, rel_k, rel_v, heads).float()
+            got = temporal_attention_triton(q, k, v, rel_k, rel_v, heads).float()
+            error = (got - want).abs().max().item()
+            if not error <= tol * max(1.0, want.abs().max().item()):  # also catches NaN
+                return (f"differs from the PyTorch path by {error:.3g} ({str(dtype).split('.')[-1]}, "
+                        f"{frames} frames)")
+    return None

@@ -23,6 +23,9 @@ WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "f
                  "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                  "fp8_e5m2": torch.float8_e5m2}
 FAST_FP8 = "fp8_e4m3fn_fast"
+# The text encoder follows a 16-bit weight_dtype (half its memory; core "Load CLIP" offers the same);
+# fp8 ones leave it to ComfyUI, which computes text encoders in 16 or 32 bits.
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_model_folder(name, extensions):
@@ -107,7 +110,8 @@ def load_spatial_patcher(path, weight_dtype, disable_dynamic=False):
     return spatial_model(load_checkpoint(path), weight_dtype, disable_dynamic)[0]
 
 
-def build_clip(parts, model_config, name):
+def build_clip(parts, model_config, name, dtype=None):
+    """The checkpoint's text encoder as a ComfyUI CLIP, in `dtype` (None: ComfyUI's choice for the device)."""
     if not parts.text_encoder:
         logging.warning("Make-Your-Video: %s has no text encoder; CLIP output is None (load an SD2 "
                         "OpenCLIP-H text encoder separately).", name)
@@ -115,7 +119,8 @@ def build_clip(parts, model_config, name):
     sd = model_config.process_clip_state_dict({"cond_stage_model." + k: read(v) for k, v in parts.text_encoder.items()})
     clip = comfy.sd.CLIP(model_config.clip_target(state_dict=sd),
                          embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                         tokenizer_data=sd, parameters=comfy.utils.calculate_parameters(sd))
+                         tokenizer_data=sd, parameters=comfy.utils.calculate_parameters(sd),
+                         model_options={} if dtype is None else {"dtype": dtype})
     missing, _ = clip.load_sd(sd, full_model=True)
     missing = [k for k in missing if ".logit_scale" not in k and "text_projection" not in k]
     if missing:
@@ -138,9 +143,9 @@ class MYVCheckpointLoader:
         return {"required": {
             "ckpt_name": (model_files(), {"tooltip": f"model.ckpt (or .safetensors) in models/{MODEL_FOLDER}/ or models/checkpoints/"}),
             "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip":
-                             "auto: what ComfyUI picks for this device. fp8_*: a quarter of fp32's weight "
-                             "memory, computing in fp16/bf16; _fast also uses fp8 matrix multiplication "
-                             "on GPUs that have it."}),
+                             "auto: what ComfyUI picks for this device. fp16/bf16: the text encoder too. "
+                             "fp8_*: a quarter of fp32's weight memory, computing in fp16/bf16; _fast also "
+                             "uses fp8 matrix multiplication on GPUs that have it."}),
         }}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -154,7 +159,8 @@ class MYVCheckpointLoader:
         base, model_config = spatial_model(parts, weight_dtype)
         base.cached_patcher_init = (load_spatial_patcher, (path, weight_dtype))
         model = attach_temporal(base, parts.temporal, functools.partial(load_temporal_layers, path))
-        return model, build_clip(parts, model_config, ckpt_name), build_vae(parts, model_config, ckpt_name)
+        clip = build_clip(parts, model_config, ckpt_name, HALF_DTYPES.get(weight_dtype))
+        return model, clip, build_vae(parts, model_config, ckpt_name)
 
 
 class MYVTemporalModuleLoader:

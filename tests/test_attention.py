@@ -5,6 +5,7 @@ variable is set before triton is imported there whatever this process imported a
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -135,6 +136,8 @@ TRITON_SCRIPT = textwrap.dedent("""
     want = temporal_attention_torch(q, k, v, rk, rv, 2, window=4)
     results["window4-strided"] = {"dtype": "float32", "shape": list(got.shape),
                                   "err": (got - want).abs().max().item(), "scale": 1.0}
+    from myv_core.attention_triton import disagreement
+    results["self_check"] = disagreement("cpu")
     print(json.dumps(results))
 """)
 
@@ -179,3 +182,31 @@ def test_default_on_cuda_matches_torch_path(dtype, frames):
     assert got.dtype == dtype
     tol = {torch.float32: 1e-4, torch.float16: 4 * 2.0 ** -10, torch.bfloat16: 4 * 2.0 ** -7}[dtype]
     assert (got.float() - want.float()).abs().max() <= tol * max(1.0, want.float().abs().max().item())
+
+
+# The first CUDA run compares the kernel with the torch path before trusting it (attention.triton_agrees).
+# On the CPU the kernel itself is replaced here by a wrong one and by one that fails to compile.
+
+def test_triton_self_check_passes_with_the_real_kernel(interpreted_kernel):
+    assert interpreted_kernel["self_check"] is None
+
+
+@pytest.mark.parametrize("failure", ["disagrees", "fails to compile"])
+def test_triton_kernel_that_disagrees_or_fails_falls_back_with_one_line(failure, monkeypatch, caplog):
+    attention_triton = pytest.importorskip("myv_core.attention_triton")
+    from myv_core.attention import temporal_attention_torch, triton_agrees
+
+    def wrong(q, k, v, rel_k, rel_v, heads, window=16):
+        return temporal_attention_torch(q, k, v, rel_k, rel_v, heads, window) * 1.01
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed\nmore detail")
+
+    monkeypatch.setattr(attention_triton, "temporal_attention_triton", wrong if failure == "disagrees" else broken)
+    with caplog.at_level(logging.WARNING):
+        assert triton_agrees("cpu") is False
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "using the PyTorch path instead" in lines[0]
+    expected = "differs from the PyTorch path by" if failure == "disagrees" else \
+        "failed to compile or run (RuntimeError: PassManager::run failed)"
+    assert expected in lines[0], lines[0]
