@@ -77,6 +77,28 @@ class MemoryWatch(threading.Thread):
         self.join()
 
 
+class Balloon:
+    """A process holding `gib` GiB of touched memory: this machine with that much less RAM, as ComfyUI
+    sees it (on a CPU it sizes VAE decode batches and attention chunks by the available RAM)."""
+
+    CODE = ("import sys, time\n"
+            "b = bytearray(int(float(sys.argv[1]) * 2 ** 30))\n"
+            "b[::4096] = b'\\x01' * len(range(0, len(b), 4096))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(10 ** 6)\n")
+
+    def __init__(self, gib):
+        self.process = None
+        if gib:
+            self.process = subprocess.Popen([sys.executable, "-c", self.CODE, str(gib)], stdout=subprocess.PIPE, text=True)
+            self.process.stdout.readline()
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,6 +230,8 @@ def main():
     parser.add_argument("--no-convert", action="store_true", help="skip the converter and the core loader run")
     parser.add_argument("--pytorch-attention", action="store_true",
                         help="start ComfyUI with --use-pytorch-cross-attention (SDPA; its CPU default is sub-quadratic)")
+    parser.add_argument("--balloon", type=float, default=0.0, metavar="GIB",
+                        help="hold this much RAM in another process during the runs (a smaller machine)")
     parser.add_argument("--depth-stage", action="store_true",
                         help="model.ckpt with the MiDaS depth stage inside (8.67 GB; the published file, 8.18 GB, has none)")
     args = parser.parse_args()
@@ -216,7 +240,18 @@ def main():
     file_size = checkpoint.stat().st_size
     print(f"ComfyUI {comfyui}; {checkpoint} {file_size / 1e9:.2f} GB; {args.steps} step(s)", flush=True)
     flags = ["--use-pytorch-cross-attention"] if args.pytorch_attention else []
-    print(f"ComfyUI flags: --cpu {' '.join(flags)}", flush=True)
+    print(f"ComfyUI flags: --cpu {' '.join(flags)}; balloon {args.balloon:g} GiB", flush=True)
+    balloon = Balloon(args.balloon)
+    try:
+        ratios = run_all(args, comfyui, checkpoint, midas, clip, flags)
+    finally:
+        balloon.stop()
+    print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+
+
+def run_all(args, comfyui, checkpoint, midas, clip, flags):
+    """Every weight_dtype, then the converter and the core loader: {label: peak / file size}."""
+    file_size = checkpoint.stat().st_size
     ratios = {}
     for dtype in args.dtypes:
         graph = load_workflow(WORKFLOW)
@@ -239,7 +274,7 @@ def main():
         rows, memory = run_server(comfyui, graph, clip, models, "core Load Checkpoint + MYV Temporal Module Loader",
                                   flags)
         ratios["core"] = report(rows, memory, file_size)
-    print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    return ratios
 
 
 if __name__ == "__main__":

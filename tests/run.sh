@@ -2,11 +2,13 @@
 # The project's test command (README "Run the tests"; .ci/run calls exactly this, once per ComfyUI).
 #
 # ComfyUI tier: COMFYUI_PATH, else the ComfyUI this pack sits in (ComfyUI/custom_nodes/<pack>).
-# Python: MYV_TEST_VENV (a venv, made if missing), else the python3 on PATH when it already has torch
-# and torchvision (and torchaudio where ComfyUI imports it), e.g. ComfyUI's own environment, else a
-# venv in .venv with a CPU-capable torch. Into that Python it installs the pack's requirements,
-# pytest and ComfyUI's requirements without the torch family; it never installs torch into a Python
-# that already has one.
+# Python: a venv of the pack's own, MYV_TEST_VENV (default .venv-tests), made if missing or broken.
+# When the python3 on PATH has torch and torchvision (and torchaudio where ComfyUI imports it), e.g.
+# ComfyUI's own environment, the venv sees that Python's packages (every site directory on its path,
+# through a .pth file: --system-site-packages alone would miss a venv's own) and gets only what they
+# lack; ComfyUI's Python is left exactly as it was. Otherwise the venv has its own CPU-capable torch.
+# Into the venv go the pack's requirements, the test-only packages and ComfyUI's requirements without
+# the torch family; torch is never installed over one the venv already sees.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,12 +32,11 @@ fi
 
 has_torch() { "$1" -c "import $torch_modules" 2>/dev/null; }
 
-if [ -n "${MYV_TEST_VENV:-}" ]; then
-    VENV="$MYV_TEST_VENV"
-elif has_torch python3; then
-    VENV=""
-else
-    VENV=.venv
+VENV="${MYV_TEST_VENV:-.venv-tests}"
+PY="$VENV/bin/python"
+BASE=""
+if has_torch python3; then
+    BASE="$(python3 -c 'import sys; print(sys.executable)')"
 fi
 log="$(mktemp)"
 pip_install() {
@@ -49,16 +50,21 @@ make_venv() {  # only over nothing or over a venv this script made
     fi
     rm -rf "$VENV"
     python3 -m venv "$VENV"
-    touch "$VENV/$MARK"
-    pip_install "${torch_pins[@]}"
+    echo "${BASE:-own torch}" > "$VENV/$MARK"
+    if [ -n "$BASE" ]; then
+        # The base Python's package folders, after the venv's own (which shadow them for what pip adds).
+        "$BASE" -c 'import os, sys; print("\n".join(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")))' \
+            > "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/myv-base-python.pth"
+    else
+        pip_install "${torch_pins[@]}"
+    fi
 }
-if [ -n "$VENV" ]; then
-    PY="$VENV/bin/python"
-    has_torch "$PY" || make_venv  # missing, broken, or built for another ComfyUI
-else
-    PY="$(command -v python3)"
+made_for() { local base; base="$(cat "$VENV/$MARK")"; echo "${base:-own torch}"; }  # empty: made before bases
+# Made again when missing, broken, built for another ComfyUI or (if this script made it) another base.
+if ! has_torch "$PY" || { [ -f "$VENV/$MARK" ] && [ "$(made_for)" != "${BASE:-own torch}" ]; }; then
+    make_venv
 fi
-echo "tests/run.sh: Python $PY; ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
+echo "tests/run.sh: Python $PY (${BASE:+packages of $BASE, }own venv); ComfyUI ${COMFYUI_PATH:-none} ${comfyui_version}"
 pip_install -r requirements.txt -r tests/requirements.txt
 if [ -n "${COMFYUI_PATH:-}" ]; then
     # requests: imported by ComfyUI 0.3.64 without being listed.
