@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from myv_runner.selfcheck import write_test_clip  # noqa: E402
 from myv_runner.server import LocalServer  # noqa: E402
 from myv_runner.workflow import load_workflow, nodes_of, set_output_folder, stage_inputs  # noqa: E402
-from release_layout import write_release  # noqa: E402
 from unet_step import find_comfyui  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "myv_video_rerender_api.json"
@@ -111,10 +110,14 @@ def ensure_files(cache, depth_stage):
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, midas, clip = folder / "model.ckpt", cache / MIDAS, cache / "walk_256.mp4"
     if not checkpoint.is_file() or not midas.is_file():
+        # In a process of its own: a child's peak resident memory (ru_maxrss) starts from its parent's.
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from release_layout import write_release; "
+                "n, size = write_release(sys.argv[2], sys.argv[3], sys.argv[4] == 'True'); "
+                "print(f'{n} tensors, {size / 1e9:.2f} GB of tensors')")
         start = time.perf_counter()
-        count, size = write_release(checkpoint, midas, depth_stage)
-        print(f"wrote {checkpoint}: {count} tensors, {size / 1e9:.2f} GB of tensors, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        out = subprocess.run([sys.executable, "-c", code, str(REPO / "benchmarks"), str(checkpoint), str(midas),
+                              str(depth_stage)], check=True, capture_output=True, text=True).stdout.strip()
+        print(f"wrote {checkpoint}: {out}, {time.perf_counter() - start:.0f} s", flush=True)
     if not clip.is_file():
         write_test_clip(clip, frames=32, size=256)
     return checkpoint, midas, clip
