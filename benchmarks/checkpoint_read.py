@@ -9,15 +9,16 @@ state, hyper-parameters with a set). Then each reader runs in its own fresh subp
 file, the baseline first:
 
 - torch.load(weights_only=True, mmap=True): PyTorch's own memory-mapped weights-only load;
-- load_state_dict: the pack's one reader (myv_core.checkpoint, safe_pickle), as every node and the
-  converter call it;
+- file_state_dict: the pack's one reader (myv_core.checkpoint, safe_pickle, myv_core.tensor_file), as
+  every node and the converter call it: the file indexed, each tensor read when it is used;
 - torch.load(weights_only=True) without mmap, for scale: what a read that copies the tensors costs.
 
 Peak memory: growth of the resident set while reading (VmHWM from /proc/self/status after
 resetting it through /proc/self/clear_refs, over the resident set just before), against the file
 size. A memory-mapped read maps the tensors without reading them, so the growth stays far below the
-file size. --touch also sums every tensor, which reads the whole file through the mapping (those
-pages count in the resident set but belong to the page cache). The non-tensor entries are ones
+file size. --touch also sums every tensor, which reads the whole file: through the mapping for
+torch's mmap load (those pages count in the resident set for as long as a tensor views them), one
+tensor at a time into memory of its own for the pack's reader, as its loaders place them. The non-tensor entries are ones
 torch's weights-only load accepts, so the baseline reads the same file. A benchmark, not a test: it
 prints, it asserts nothing.
 """
@@ -36,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_step import REPO, PeakMemory  # noqa: E402
 
-READERS = {"baseline": "torch.load(weights_only=True, mmap=True)", "ours": "load_state_dict (safe_pickle)",
+READERS = {"baseline": "torch.load(weights_only=True, mmap=True)", "ours": "file_state_dict (indexed)",
            "unmapped": "torch.load(weights_only=True) without mmap"}
 
 
@@ -60,18 +61,19 @@ def write_checkpoint(path, size_gb, tensors):
 def read(reader, path, touch):
     """Runs in the worker subprocess: one reader on `path`; prints a JSON line."""
     sys.path.insert(0, str(REPO))
-    from myv_core.checkpoint import load_state_dict
+    from myv_core.checkpoint import file_state_dict
+    from myv_core.tensor_file import read as read_tensor
     memory = PeakMemory("cpu")
     memory.start()
     start = time.perf_counter()
     if reader == "ours":
-        sd = load_state_dict(path)
+        sd = file_state_dict(path)
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=reader == "baseline")["state_dict"]
     seconds = time.perf_counter() - start
-    total = sum(float(v.sum()) for v in sd.values()) if touch else None
+    total = sum(float(read_tensor(v).sum()) for v in sd.values()) if touch else None
     print(json.dumps({"peak": memory.stop(), "how": memory.how, "seconds": seconds, "tensors": len(sd),
-                      "bytes": sum(v.numel() * v.element_size() for v in sd.values()), "sum": total}))
+                      "bytes": sum(v.numel() * v.dtype.itemsize for v in sd.values()), "sum": total}))
 
 
 def main():
