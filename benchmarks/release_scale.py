@@ -7,7 +7,7 @@ Builds (once, cached in --cache, default ~/.cache/myv-bench/release) a model.ckp
 of the release (8.18 GB; --depth-stage: with the MiDaS network inside, 8.67 GB) and a
 dpt_hybrid-midas-501f0c75.pt (benchmarks/release_layout.py), then for each
 MYV Checkpoint Loader weight_dtype starts a fresh ComfyUI server (--cpu unless CUDA is there) and runs
-workflows/myv_video_rerender_api.json unchanged but for the steps and the weight_dtype, on a 32-frame
+workflows/api/myv_video_rerender_api.json unchanged but for the steps and the weight_dtype, on a 32-frame
 256x256 clip (16 frames selected). It prints per node the seconds (from the server's "executing"
 events) and the server's resident memory: its peak (VmHWM), and the split at the highest sample
 (taken every 50 ms from /proc/PID/status) into allocated (RssAnon) and file-backed (RssFile)
@@ -33,7 +33,7 @@ from myv_runner.server import LocalServer  # noqa: E402
 from myv_runner.workflow import load_workflow, nodes_of, set_output_folder, stage_inputs  # noqa: E402
 from unet_step import find_comfyui  # noqa: E402
 
-WORKFLOW = REPO / "workflows" / "myv_video_rerender_api.json"
+WORKFLOW = REPO / "workflows" / "api" / "myv_video_rerender_api.json"
 MIDAS = "dpt_hybrid-midas-501f0c75.pt"
 GIB = 2 ** 30
 

@@ -50,7 +50,7 @@ from myv_runner.workflow import (apply_options, apply_overrides, check_server, l
                                  self_check_overrides, set_output_folder, stage_inputs)
 
 PACK = Path(__file__).resolve().parents[1]
-DEFAULT_WORKFLOW = PACK / "workflows" / "myv_video_rerender_api.json"
+DEFAULT_WORKFLOW = PACK / "workflows" / "api" / "myv_video_rerender_api.json"
 DEFAULT_PORT = 8189  # not ComfyUI's 8188, so a running ComfyUI of the user's is left alone
 REAL_CKPT = "model.ckpt"
 SELF_CHECK_CKPT = selfcheck.CHECKPOINT

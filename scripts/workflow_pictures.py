@@ -1,6 +1,7 @@
-"""Pictures of the shipped workflows as ComfyUI's own frontend draws them: docs/workflows/<name>.png.
+"""Pictures of the shipped workflows as ComfyUI's own frontend draws them: docs/workflows/<name>.png,
+and from each the thumbnail the templates browser shows beside it, workflows/<name>.jpg.
 
-For every UI-format workflow in workflows/ (not the *_api.json twins) this script starts a ComfyUI
+For every UI-format workflow in workflows/ (the API twins are in workflows/api/) this script starts a ComfyUI
 server with this pack loaded, opens its frontend in headless Chromium, loads the workflow with the
 frontend's own `app.loadGraphData`, fits the whole graph into the window and saves a screenshot.
 Run it again whenever the workflows or the frontend change. It is not part of the tests or CI.
@@ -209,6 +210,7 @@ def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
                     page.evaluate("window.app.canvas.draw(true, true)")
                     target = out_dir / (path.stem + ".png")
                     page.screenshot(path=str(target))
+                    thumbnail(target, path.with_suffix(".jpg"))
                     made.append(target)
                     print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: "
                           f"{info['nodes']} nodes, {info['width']}x{info['height']}, scale {info['scale']:.2f}")
@@ -218,6 +220,17 @@ def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     return made
+
+
+def thumbnail(picture, target, width=640):
+    """The templates browser's card picture: ComfyUI's frontend (1.49) asks a custom node pack for
+    /api/workflow_templates/<pack>/<workflow>.jpg, served from beside the workflow."""
+    from PIL import Image
+
+    with Image.open(picture) as image:
+        image = image.convert("RGB")
+        image.thumbnail((width, width))
+        image.save(target, "JPEG", quality=85, optimize=True)
 
 
 def hide_chrome(page):
@@ -239,13 +252,13 @@ def main(argv=None):
     parser.add_argument("--margin", type=int, default=30, help="pixels around the graph")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("workflows", nargs="*", type=Path,
-                        help="UI-format workflow files (default: every workflows/*.json but *_api.json)")
+                        help="UI-format workflow files (default: every workflows/*.json)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    workflows = args.workflows or sorted(p for p in (ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
+    workflows = args.workflows or sorted((ROOT / "workflows").glob("*.json"))
     for path in workflows:
         if "nodes" not in json.loads(path.read_text()):
-            raise SystemExit(f"{path}: not a UI-format workflow (no 'nodes'); the *_api.json twins have no layout")
+            raise SystemExit(f"{path}: not a UI-format workflow (no 'nodes'); the API twins have no layout")
     base = Path(tempfile.mkdtemp(prefix="myv-pictures-"))
     server = None
     try:

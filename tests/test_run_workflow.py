@@ -54,7 +54,7 @@ def test_not_a_comfyui_folder(runner, tmp_path):
 
 
 def test_default_workflow_is_the_rerender_api_twin(runner):
-    assert runner.DEFAULT_WORKFLOW == WORKFLOWS / "myv_video_rerender_api.json"
+    assert runner.DEFAULT_WORKFLOW == WORKFLOWS / "api" / "myv_video_rerender_api.json"
     graph = runner.load_workflow(runner.DEFAULT_WORKFLOW)
     assert {n["class_type"] for n in graph.values()} >= {"LoadVideo", "MYVEstimateDepth", "MYVVideoKSampler", "SaveVideo"}
 
@@ -72,7 +72,7 @@ def test_ui_format_and_garbage_are_refused(runner, tmp_path):
 
 
 def test_overrides_by_node_class(runner):
-    graph = runner.load_workflow(WORKFLOWS / "myv_video_rerender_api.json")
+    graph = runner.load_workflow(WORKFLOWS / "api" / "myv_video_rerender_api.json")
     runner.apply_overrides(graph, video_name="mine.mp4", prompt="a fox in the snow", seed=42)
     texts = sorted(n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode")
     assert texts == ["", "a fox in the snow"]  # the negative (empty) prompt stays empty
@@ -89,7 +89,7 @@ def test_overrides_that_do_not_fit(runner):
 
 
 def test_self_check_overrides(runner):
-    graph = runner.load_workflow(WORKFLOWS / "myv_long_video_api.json")
+    graph = runner.load_workflow(WORKFLOWS / "api" / "myv_long_video_api.json")
     runner.self_check_overrides(graph)
     kinds = {n["class_type"] for n in graph.values()}
     assert "CLIPTextEncode" not in kinds and "LotusConditioning" in kinds
@@ -179,7 +179,7 @@ def test_job_lists_from_csv_json_and_a_folder(tmp_path):
 
 
 def test_job_options_reach_their_nodes(runner):
-    graph = runner.load_workflow(WORKFLOWS / "myv_long_video_api.json")
+    graph = runner.load_workflow(WORKFLOWS / "api" / "myv_long_video_api.json")
     runner.apply_options(graph, {"steps": 7, "frames": 32, "width": 320, "MYVDepthEstimatorLoader.device": "cpu"})
     by_type = {n["class_type"]: n["inputs"] for n in graph.values()}
     assert by_type["MYVLongVideoSampler"]["steps"] == 7 and by_type["MYVSelectFrames"]["max_frames"] == 32

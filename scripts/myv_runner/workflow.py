@@ -38,7 +38,7 @@ def load_workflow(path):
         raise RunError(f"cannot read the workflow {path}: {e}")
     if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
         raise RunError(f"{path} is a UI-format workflow (what the browser loads); give its API-format twin "
-                       "(workflows/*_api.json), or export it from the browser with Workflow > Export (API).")
+                       "(workflows/api/*_api.json), or export it from the browser with Workflow > Export (API).")
     if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
         raise RunError(f"{path} is not an API-format workflow ({{id: {{class_type, inputs}}}})")
     return graph

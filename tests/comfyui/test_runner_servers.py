@@ -89,7 +89,7 @@ def test_server_option_queues_on_a_running_server(servers, clips, tmp_path):
 
 def test_server_option_checks_before_queuing(servers, tmp_path):
     a, _ = servers
-    graph = json.loads((ROOT / "workflows" / "myv_video_rerender_api.json").read_text())
+    graph = json.loads((ROOT / "workflows" / "api" / "myv_video_rerender_api.json").read_text())
     next(n for n in graph.values() if n["class_type"] == "MYVCheckpointLoader")["inputs"]["ckpt_name"] = "nope.ckpt"
     workflow = tmp_path / "missing_api.json"
     workflow.write_text(json.dumps(graph))

@@ -8,7 +8,7 @@
   widgets_values_named, where present, names them the same;
 - every link's type agrees with its source output and its target input, and every node keeps the
   output slots its definition has;
-- each API twin (<name>_api.json) equals the UI file converted here (widget values by name in order,
+- each API twin (api/<name>_api.json) equals the UI file converted here (widget values by name in order,
   links as [source id, slot], frontend-only values and nodes dropped);
 - the files are what ComfyUI 0.33's browser saves (primary); on an older server (0.3.64) the few
   values and inputs that 0.33 added to core video nodes (NEWER_CORE) are the only allowed extras:
@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import av
 import pytest
@@ -33,12 +34,13 @@ from conftest import COMFYUI, ROOT
 from tiny_models import taesd_state_dict, tiny_depth_estimator, write_test_clip
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this folder: test_server's helpers and fixture
-from test_server import CKPT, execution_errors, free_port, http, log_tail, random_taesd_state_dict, run_prompt  # noqa: E402
+from test_server import (CKPT, PACK_DIR, execution_errors, free_port, http, log_tail,  # noqa: E402
+                         random_taesd_state_dict, run_prompt)
 from test_server import server  # noqa: E402,F401  the module's own ComfyUI server
 
 WORKFLOWS = ROOT / "workflows"
 RUNNER = ROOT / "scripts" / "run_workflow.py"
-UI_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))  # the API twins live in workflows/api/, out of the templates browser
 EXPECTED = {"myv_video_rerender", "myv_long_video", "myv_depth_images"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes of the browser: never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -299,11 +301,27 @@ def tiny_run_graph(api, clip, prefix):
 
 # ---------------------------------------------------------------- static checks
 
+def test_templates_browser_lists_exactly_the_ui_workflows_with_thumbnails(server):
+    """ComfyUI serves a pack's workflows/*.json in the templates browser (/workflow_templates) and the
+    frontend shows /api/workflow_templates/<pack>/<name>.jpg on each card; the API twins stay out."""
+    url, log_path, _ = server
+    status, templates = http(url + "/workflow_templates")
+    assert status == 200, f"GET /workflow_templates: HTTP {status}{log_tail(log_path)}"
+    assert sorted(templates.get(PACK_DIR, [])) == sorted(EXPECTED), templates
+    for name in EXPECTED:
+        for suffix, kind in ((".json", "application/json"), (".jpg", "image/jpeg")):
+            with urllib.request.urlopen(f"{url}/api/workflow_templates/{PACK_DIR}/{name}{suffix}", timeout=30) as response:
+                assert response.status == 200 and response.headers["Content-Type"].startswith(kind), (name, suffix)
+                body = response.read()
+            if suffix == ".json":
+                assert "nodes" in json.loads(body), f"{name}.json is not a UI workflow"
+
+
 def test_the_three_workflows_ship_in_both_formats():
     names = {p.stem for p in UI_FILES}
     assert EXPECTED <= names, f"workflows/ lacks {sorted(EXPECTED - names)}"
     for path in UI_FILES:
-        assert (WORKFLOWS / f"{path.stem}_api.json").is_file(), f"{path.name} has no API twin {path.stem}_api.json"
+        assert (WORKFLOWS / "api" / f"{path.stem}_api.json").is_file(), f"{path.name} has no API twin {path.stem}_api.json"
         workflow = load(path)
         assert workflow.get("version") == 0.4, f"{path.name}: version {workflow.get('version')}"
         ids = [n["id"] for n in workflow["nodes"]]
@@ -379,7 +397,7 @@ def test_links_agree_with_sockets(path, object_info):
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_api_twin_equals_the_ui_file(path, object_info):
     expected = ui_to_api(load(path), object_info)
-    twin = load(WORKFLOWS / f"{path.stem}_api.json")
+    twin = load(WORKFLOWS / "api" / f"{path.stem}_api.json")
     twin, expected = ({k: {"class_type": v["class_type"], "inputs": dict(v["inputs"])} for k, v in graph.items()}
                       for graph in (twin, expected))
     for node_id, node in twin.items():  # on an older server: the inputs of NEWER_CORE it ignores
@@ -428,7 +446,7 @@ def test_the_widget_check_catches_misaligned_values(object_info):
 
 
 def test_official_defaults_in_the_rerender_workflow():
-    api = load(WORKFLOWS / "myv_video_rerender_api.json")
+    api = load(WORKFLOWS / "api" / "myv_video_rerender_api.json")
     by_type = {}
     for node in api.values():
         by_type.setdefault(node["class_type"], []).append(node["inputs"])
@@ -450,7 +468,7 @@ def test_official_defaults_in_the_rerender_workflow():
 def test_estimated_depth_reaches_the_sampler_at_its_native_size(name):
     """The workflows with a depth estimator connect both of MYV Estimate Depth's outputs to the sampler:
     depth (the IMAGE, also saved) and native_depth (for the official depth channel)."""
-    api = load(WORKFLOWS / f"{name}_api.json")
+    api = load(WORKFLOWS / "api" / f"{name}_api.json")
     sampler = next(n["inputs"] for n in api.values() if n["class_type"] in ("MYVVideoKSampler", "MYVLongVideoSampler"))
     source, slot = sampler["depth"]
     assert api[source]["class_type"] == "MYVEstimateDepth" and slot == 0
@@ -470,7 +488,7 @@ RUN_CASES = {  # workflow: {SaveVideo prefix: frames}, from a 12-frame clip
 def test_api_twin_runs_on_the_tiny_model(name, server, run_inputs):
     url, log_path, base = server
     prefix = f"wf_{name}"
-    graph = tiny_run_graph(load(WORKFLOWS / f"{name}_api.json"), run_inputs, prefix)
+    graph = tiny_run_graph(load(WORKFLOWS / "api" / f"{name}_api.json"), run_inputs, prefix)
     entry = run_prompt(server, graph)
     state = entry.get("status") or {}
     assert state.get("status_str") == "success", \
@@ -523,7 +541,7 @@ def test_runner_taesd_weights_fit_comfyui_taesd():
 
 def test_runner_refuses_a_missing_model_file(tmp_path):
     """A workflow naming a checkpoint that is not installed: exit 2 and where to put the file."""
-    graph = load(WORKFLOWS / "myv_video_rerender_api.json")
+    graph = load(WORKFLOWS / "api" / "myv_video_rerender_api.json")
     loader = next(n for n in graph.values() if n["class_type"] == "MYVCheckpointLoader")
     loader["inputs"]["ckpt_name"] = "model_not_installed.ckpt"
     path = tmp_path / "missing_model_api.json"
@@ -544,7 +562,7 @@ def test_runner_refuses_a_taken_port(server, tmp_path):
 
 
 def test_runner_reports_an_unknown_node_type(tmp_path):
-    graph = load(WORKFLOWS / "myv_video_rerender_api.json")
+    graph = load(WORKFLOWS / "api" / "myv_video_rerender_api.json")
     graph["99"] = {"class_type": "NoSuchNodeFromAnotherPack", "inputs": {"images": ["11", 0]}}
     broken = tmp_path / "broken_api.json"
     broken.write_text(json.dumps(graph))
