@@ -115,7 +115,7 @@ def self_check_overrides(graph):
             inputs["max_frames"] = min(inputs.get("max_frames") or selfcheck.FRAMES, selfcheck.FRAMES)
         elif kind in ("ImageScale", "EmptyLatentImage"):
             inputs["width"] = inputs["height"] = selfcheck.SIZE
-            if kind == "EmptyLatentImage":
+            if kind == "EmptyLatentImage" and not isinstance(inputs["batch_size"], list):  # a link follows max_frames
                 inputs["batch_size"] = min(inputs["batch_size"], selfcheck.FRAMES)
         elif kind in SAMPLERS:
             inputs["steps"] = 2

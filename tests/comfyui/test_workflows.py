@@ -120,8 +120,8 @@ def read_widgets(node, info):
     """How the browser assigns a UI node's widgets_values: ([(input name or None, spec, value)], widgets
     left without a value, values left over). Positional over the node's widgets in input order; a
     dynamic combo's value puts the widgets of the option it selects right after it ("<combo>.<input>")."""
-    linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None and "widget" in i}
-    pending = [e for name in input_names(info) if name not in linked and is_widget(input_spec(info, name))
+    # A widget with a link keeps its value in widgets_values (both frontends serialise every widget).
+    pending = [e for name in input_names(info) if is_widget(input_spec(info, name))
                for e in widget_entries(name, input_spec(info, name))]
     values = list(node.get("widgets_values") or [])
     read = []
@@ -286,10 +286,8 @@ def tiny_run_graph(api, clip, prefix):
             inputs["max_frames"] = 4
         elif kind == "ImageScale":
             inputs["width"] = inputs["height"] = 64
-        elif kind == "EmptyLatentImage":
+        elif kind == "EmptyLatentImage":  # a batch_size linked to MYV Select Frames follows max_frames
             inputs["width"] = inputs["height"] = 64
-            if inputs["batch_size"] > 1:
-                inputs["batch_size"] = 4
         elif kind in ("MYVVideoKSampler", "MYVLongVideoSampler"):
             inputs["steps"] = 2
             if kind == "MYVLongVideoSampler":
@@ -445,6 +443,21 @@ def test_the_widget_check_catches_misaligned_values(object_info):
     assert widget_problems(misnamed, object_info["MYVVideoKSampler"])
 
 
+@pytest.mark.parametrize("name", ["myv_video_rerender", "myv_depth_images"])
+def test_the_clip_length_is_set_in_one_place(name):
+    """Empty Latent Image's batch_size takes MYV Select Frames' frame_count through a link (a widget
+    turned input, as both frontends save it), so max_frames is the only edit for another length."""
+    workflow = load(WORKFLOWS / f"{name}.json")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    latent, = (n for n in workflow["nodes"] if n["type"] == "EmptyLatentImage")
+    socket, = (i for i in latent["inputs"] if i["name"] == "batch_size")
+    assert socket["widget"] == {"name": "batch_size"} and socket["type"] == "INT"
+    link = next(link for link in workflow["links"] if link[0] == socket["link"])
+    source = nodes[link[1]]
+    assert source["type"] == "MYVSelectFrames" and source["outputs"][link[2]]["name"] == "frame_count"
+    assert socket["link"] in source["outputs"][link[2]]["links"] and link[3:5] == [latent["id"], 0]
+
+
 def test_official_defaults_in_the_rerender_workflow():
     api = load(WORKFLOWS / "api" / "myv_video_rerender_api.json")
     by_type = {}
@@ -455,7 +468,9 @@ def test_official_defaults_in_the_rerender_workflow():
     sampler = by_type["MYVVideoKSampler"][0]
     assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (50, 7.5, "ddpm", "ddim_uniform")
     latent = by_type["EmptyLatentImage"][0]
-    assert (latent["width"], latent["height"], latent["batch_size"]) == (256, 256, 16)
+    assert (latent["width"], latent["height"]) == (256, 256)
+    select_id, = (k for k, node in api.items() if node["class_type"] == "MYVSelectFrames")
+    assert latent["batch_size"] == [select_id, 1]  # frame_count: max_frames is the one edit for the length
     assert {v["fps"] for v in by_type["CreateVideo"]} == {8.0}
     texts = sorted(v["text"] for v in by_type["CLIPTextEncode"])
     assert texts == ["", "a tiger walks in the forest, photorealistic"]
