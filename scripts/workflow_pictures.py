@@ -24,6 +24,13 @@ this repository in custom_nodes/, EMPTY placeholder files named as the workflows
 combo boxes show those names, and a short generated clip as input/input.mp4 and depth.mp4 so that
 Load Video shows a frame. Nothing is run: the picture is the graph only. The server and the browser
 are stopped at the end and the temporary directory is removed.
+
+--after-run also runs each workflow from the page, as the Run button would, with the runner's
+self-check files (tiny random models, a short clip, 2 steps; myv_runner.workflow.self_check_overrides)
+at the shipped shapes, a square (256x256) and a 16:9 clip, queued with the page's client id so that
+the previews land on the graph's nodes. Then it checks that no node's rectangle (title included)
+covers another's and saves docs/workflows/<name>_after_run.png (the square run). It exits 1 naming
+the nodes that overlap.
 """
 
 import argparse
@@ -39,7 +46,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from myv_runner.server import stop_process  # scripts/ is this script's folder, first on sys.path
+from myv_runner import selfcheck  # scripts/ is this script's folder, first on sys.path
+from myv_runner.server import stop_process
+from myv_runner.workflow import self_check_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR = "ComfyUI-MakeYourVideo"
@@ -108,7 +117,8 @@ def write_clip(path, frames=24, width=224, height=128, tint=(0.9, 0.8, 0.6)):
             container.mux(packet)
 
 
-def prepare_base(base):
+def prepare_base(base, runnable=False):
+    """The server's base directory; `runnable` adds the self-check's tiny models and clip."""
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / PACK_DIR).symlink_to(ROOT, target_is_directory=True)
     for folder, names in PLACEHOLDER_MODELS.items():
@@ -118,6 +128,9 @@ def prepare_base(base):
     (base / "input").mkdir()
     for name, tint in INPUT_CLIPS.items():
         write_clip(base / "input" / name, tint=tint)
+    if runnable:
+        selfcheck.install_models(base / "models")
+        selfcheck.write_test_clip(base / "input" / selfcheck.CLIP)
     settings_dir = base / "user" / "default"
     settings_dir.mkdir(parents=True)
     (settings_dir / "comfy.settings.json").write_text(json.dumps(SETTINGS, indent=2))
@@ -180,13 +193,38 @@ FIT = """
 }
 """
 VIDEOS_READY = "[...document.querySelectorAll('video')].every(v => v.readyState >= 2)"
+# Runs in the page: every pair of nodes whose rectangles (title bar included) overlap.
+OVERLAPS = """
+() => {
+    const boxes = window.app.graph._nodes.map(n => ({
+        name: `${n.title || n.type} #${n.id}`,
+        b: n.getBounding ? Array.from(n.getBounding()) : [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]}));
+    const hits = [];
+    for (let i = 0; i < boxes.length; i++) {
+        for (let j = i + 1; j < boxes.length; j++) {
+            const a = boxes[i].b, c = boxes[j].b;
+            const w = Math.min(a[0] + a[2], c[0] + c[2]) - Math.max(a[0], c[0]);
+            const h = Math.min(a[1] + a[3], c[1] + c[3]) - Math.max(a[1], c[1]);
+            if (w > 0 && h > 0) hits.push(`${boxes[i].name} and ${boxes[j].name} (${Math.round(w)}x${Math.round(h)})`);
+        }
+    }
+    return hits;
+}
+"""
+GRAPH_TO_PROMPT = "async () => (await window.app.graphToPrompt()).output"
+CLIENT_ID = "() => (window.app.api && window.app.api.clientId) || sessionStorage.getItem('clientId') || window.name"
+# The run's clip shapes (multiples of 8, as latents need): the shipped 256x256 and a 16:9 clip, small.
+RUN_SHAPES = {"square": (64, 64), "16:9": (128, 72)}
+RUN_TIMEOUT = 600
 
 
-def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
+def take_pictures(url, workflows, out_dir, width, height, chromium, margin, after_run=False):
+    """The pictures (and thumbnails); with after_run also the runs and their overlap check: the
+    overlaps found, one line each."""
     from playwright.sync_api import sync_playwright
     out_dir.mkdir(parents=True, exist_ok=True)
     profile = Path(tempfile.mkdtemp(prefix="myv-chromium-"))
-    made = []
+    overlaps = []
     try:
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
@@ -194,32 +232,81 @@ def take_pictures(url, workflows, out_dir, width, height, chromium, margin):
                 viewport={"width": width, "height": height}, device_scale_factor=1)
             try:
                 for path in workflows:
-                    page = context.new_page()
-                    page.goto(url, wait_until="networkidle", timeout=120_000)
-                    page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=120_000)
-                    page.keyboard.press("Escape")  # any dialog the frontend opened on its own
-                    hide_chrome(page)
-                    page.evaluate(LOAD, json.loads(path.read_text()))
-                    page.keyboard.press("Escape")
-                    hide_chrome(page)
-                    # Video previews resize their nodes once the clip is read: wait for that, then fit.
-                    page.wait_for_function(VIDEOS_READY, timeout=30_000)
-                    page.wait_for_timeout(1500)
-                    info = page.evaluate(FIT, margin)
-                    page.wait_for_timeout(1000)  # DOM widgets (text boxes, video previews) follow the canvas
-                    page.evaluate("window.app.canvas.draw(true, true)")
+                    page = open_workflow(context, url, path)
                     target = out_dir / (path.stem + ".png")
-                    page.screenshot(path=str(target))
+                    snapshot(page, target, margin)
                     thumbnail(target, path.with_suffix(".jpg"))
-                    made.append(target)
-                    print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: "
-                          f"{info['nodes']} nodes, {info['width']}x{info['height']}, scale {info['scale']:.2f}")
                     page.close()
+                    for shape, size in (RUN_SHAPES.items() if after_run else ()):
+                        page = open_workflow(context, url, path)
+                        run_from_page(page, url, size)
+                        page.wait_for_function(VIDEOS_READY, timeout=60_000)
+                        page.wait_for_timeout(1500)  # previews resize their nodes once read
+                        found = page.evaluate(OVERLAPS)
+                        overlaps += [f"{path.name}, {shape} run: {hit}" for hit in found]
+                        print(f"{path.name}, {shape} run: {len(found)} overlapping node pairs")
+                        if shape == "square":
+                            snapshot(page, out_dir / f"{path.stem}_after_run.png", margin)
+                        page.close()
             finally:
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    return made
+    return overlaps
+
+
+def open_workflow(context, url, path):
+    """A new page of the frontend with the workflow loaded by its own loader, its videos read."""
+    page = context.new_page()
+    page.goto(url, wait_until="networkidle", timeout=120_000)
+    page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=120_000)
+    page.keyboard.press("Escape")  # any dialog the frontend opened on its own
+    hide_chrome(page)
+    page.evaluate(LOAD, json.loads(path.read_text()))
+    page.keyboard.press("Escape")
+    hide_chrome(page)
+    # Video previews resize their nodes once the clip is read: wait for that before anything else.
+    page.wait_for_function(VIDEOS_READY, timeout=30_000)
+    page.wait_for_timeout(1500)
+    return page
+
+
+def snapshot(page, target, margin):
+    """Fit the whole graph into the window and save a screenshot."""
+    info = page.evaluate(FIT, margin)
+    page.wait_for_timeout(1000)  # DOM widgets (text boxes, video previews) follow the canvas
+    page.evaluate("window.app.canvas.draw(true, true)")
+    page.screenshot(path=str(target))
+    print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: "
+          f"{info['nodes']} nodes, {info['width']}x{info['height']}, scale {info['scale']:.2f}")
+
+
+def run_from_page(page, url, size):
+    """Queue the page's graph as the Run button would (its own prompt, its client id, so that the
+    outputs come back to this page) with the self-check's files and a `size` (width, height) clip;
+    wait until the server has finished it."""
+    prompt = page.evaluate(GRAPH_TO_PROMPT)
+    self_check_overrides(prompt)
+    for node in prompt.values():
+        if node["class_type"] in ("ImageScale", "EmptyLatentImage"):
+            node["inputs"]["width"], node["inputs"]["height"] = size
+    body = json.dumps({"prompt": prompt, "client_id": page.evaluate(CLIENT_ID)}).encode()
+    request = urllib.request.Request(url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            prompt_id = json.load(response)["prompt_id"]
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"the server refused the run: {e.read().decode(errors='replace')[:2000]}")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/history/{prompt_id}", timeout=30) as response:
+            entry = json.load(response).get(prompt_id)
+        if entry:
+            if entry.get("status", {}).get("status_str") != "success":
+                raise SystemExit(f"the run failed: {json.dumps(entry.get('status'))[:2000]}")
+            return
+        time.sleep(1)
+    raise SystemExit(f"the run did not finish within {RUN_TIMEOUT} s")
 
 
 def thumbnail(picture, target, width=640):
@@ -251,6 +338,8 @@ def main(argv=None):
     parser.add_argument("--size", default="2400x1350", help="window size in pixels, WIDTHxHEIGHT")
     parser.add_argument("--margin", type=int, default=30, help="pixels around the graph")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--after-run", action="store_true",
+                        help="also run each workflow from the page and check that no node covers another")
     parser.add_argument("workflows", nargs="*", type=Path,
                         help="UI-format workflow files (default: every workflows/*.json)")
     args = parser.parse_args(argv)
@@ -262,14 +351,17 @@ def main(argv=None):
     base = Path(tempfile.mkdtemp(prefix="myv-pictures-"))
     server = None
     try:
-        prepare_base(base)
+        prepare_base(base, runnable=args.after_run)
         server = Server(args.comfyui.resolve(), args.python, base)
         server.wait()
-        take_pictures(server.url, workflows, args.out.resolve(), width, height, args.chromium, args.margin)
+        overlaps = take_pictures(server.url, workflows, args.out.resolve(), width, height, args.chromium,
+                                 args.margin, args.after_run)
     finally:
         if server is not None:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+    if overlaps:
+        raise SystemExit("nodes cover each other after a run:\n" + "\n".join(overlaps))
 
 
 if __name__ == "__main__":
