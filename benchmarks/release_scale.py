@@ -6,7 +6,7 @@
 Builds (once, cached in --cache, default ~/.cache/myv-bench/release) a model.ckpt in the exact layout
 of the release (8.18 GB; --depth-stage: with the MiDaS network inside, 8.67 GB) and a
 dpt_hybrid-midas-501f0c75.pt (benchmarks/release_layout.py), then for each
-MYV Checkpoint Loader weight_dtype starts a fresh ComfyUI server (--cpu unless CUDA is there) and runs
+MYV Checkpoint Loader weight_dtype starts a fresh ComfyUI server (--cpu) and runs
 workflows/api/myv_video_rerender_api.json unchanged but for the steps and the weight_dtype, on a 32-frame
 256x256 clip (16 frames selected). It prints per node the seconds (from the server's "executing"
 events) and the server's resident memory: its peak (VmHWM), and the split at the highest sample
@@ -17,7 +17,6 @@ Asserts nothing: it is a measurement.
 """
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from myv_runner.selfcheck import write_test_clip  # noqa: E402
-from myv_runner.server import LocalServer  # noqa: E402
+from myv_runner.server import LocalServer, free_port  # noqa: E402
 from myv_runner.workflow import load_workflow, nodes_of, set_output_folder, stage_inputs  # noqa: E402
 from unet_step import find_comfyui  # noqa: E402
 
@@ -98,12 +97,6 @@ class Balloon:
             self.process.wait()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ensure_files(cache, depth_stage):
     """The release files in `cache` (model.ckpt in its own folder per variant), written once."""
     folder = cache / ("with_depth_stage" if depth_stage else "published")
@@ -115,8 +108,11 @@ def ensure_files(cache, depth_stage):
                 "n, size = write_release(sys.argv[2], sys.argv[3], sys.argv[4] == 'True'); "
                 "print(f'{n} tensors, {size / 1e9:.2f} GB of tensors')")
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code, str(REPO / "benchmarks"), str(checkpoint), str(midas),
+        partial = [path.with_name(path.name + ".partial") for path in (checkpoint, midas)]
+        out = subprocess.run([sys.executable, "-c", code, str(REPO / "benchmarks"), *map(str, partial),
                               str(depth_stage)], check=True, capture_output=True, text=True).stdout.strip()
+        for written, path in zip(partial, (checkpoint, midas)):  # an interrupted write is never taken as done
+            written.replace(path)
         print(f"wrote {checkpoint}: {out}, {time.perf_counter() - start:.0f} s", flush=True)
     if not clip.is_file():
         write_test_clip(clip, frames=32, size=256)

@@ -198,7 +198,8 @@ def triton_agrees(device):
     try:
         problem = attention_triton.disagreement(device)
     except Exception as e:  # compile errors, driver or architecture problems: all mean "do not use it"
-        problem = f"failed to compile or run ({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'})"
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else "no detail"
+        problem = f"failed to compile or run ({type(e).__name__}: {detail})"
     if problem is not None:
         logging.warning("Make-Your-Video: the Triton temporal attention kernel %s on %s; using the PyTorch "
                        "path instead (correct, somewhat slower).", problem, device)

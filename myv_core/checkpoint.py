@@ -80,55 +80,40 @@ def load_state_dict(path):
 
 
 def _load_pickle(path):
-    """The object pickled in a torch.save file, read by safe_pickle: tensors indexed, nothing else run."""
+    """The object pickled in a torch.save file, read by safe_pickle: nothing in it run.
+
+    A zip archive (torch >= 1.6) is indexed, its tensors left in the file; a legacy pickle, whose tensor
+    data follows the pickle, is read whole by torch.load.
+    """
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # zip archive / pickle protocol 2+
         raise CheckpointError(f"{_describe(path)} is not a checkpoint at all (neither a PyTorch zip archive nor "
                               "a pickle): check that you picked the right file, or fetch it again.")
-    if not head.startswith(b"PK"):
-        return _load_legacy(path)
-    if _is_torchscript(path):
+    is_zip = head.startswith(b"PK")
+    if is_zip and _is_torchscript(path):
         raise CheckpointError(f"{_describe(path)} is not a checkpoint at all but a TorchScript program "
                               "(torch.jit.save), which the pack never loads: pick the checkpoint file itself.")
+    if not is_zip and _torch_forces_weights_only():
+        return _load_weights_only(path)
     try:
-        return zip_index(path)
+        if is_zip:
+            return zip_index(path)
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
     except FileError as e:
         raise CheckpointError(f"{_describe(path)} could not be read as a PyTorch checkpoint: {e}.") from None
     except safe_pickle.RefusedGlobal as e:
-        raise _refused(path, e) from None
+        raise UnsafeCheckpointError(
+            f"{_describe(path)} was refused: its pickle names {e.global_name}, which runs code when a "
+            "pickle is loaded. A training run never writes that, so the file was made to attack whoever "
+            "loads it; nothing in it was run. Delete it and use the original release file, or a "
+            ".safetensors copy from someone you trust.") from None
     except safe_pickle.ForbiddenOperation as e:
-        raise _forbidden(path, e) from None
-    except Exception as e:  # a damaged archive or pickle: zipfile and pickle raise many kinds
+        raise UnsafeCheckpointError(
+            f"{_describe(path)} was refused: its pickle {e}, which no checkpoint needs; nothing in it was "
+            "run. Use the original release file, or a .safetensors copy from someone you trust.") from None
+    except Exception as e:  # damaged files: zipfile, pickle and torch raise RuntimeError, KeyError, EOFError, ...
         raise _unreadable(path, e) from None
-
-
-def _load_legacy(path):
-    """A pre-1.6 torch.save pickle, whose tensor data follows its pickle: read whole by torch.load."""
-    if _torch_forces_weights_only():
-        return _load_weights_only(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
-    except safe_pickle.RefusedGlobal as e:
-        raise _refused(path, e) from None
-    except safe_pickle.ForbiddenOperation as e:
-        raise _forbidden(path, e) from None
-    except Exception as e:  # torch reports damaged files as RuntimeError, KeyError, EOFError, ...
-        raise _unreadable(path, e) from None
-
-
-def _refused(path, error):
-    return UnsafeCheckpointError(
-        f"{_describe(path)} was refused: its pickle names {error.global_name}, which runs code when a "
-        "pickle is loaded. A training run never writes that, so the file was made to attack whoever "
-        "loads it; nothing in it was run. Delete it and use the original release file, or a "
-        ".safetensors copy from someone you trust.")
-
-
-def _forbidden(path, error):
-    return UnsafeCheckpointError(
-        f"{_describe(path)} was refused: its pickle {error}, which no checkpoint needs; nothing in it was "
-        "run. Use the original release file, or a .safetensors copy from someone you trust.")
 
 
 def _unreadable(path, error):

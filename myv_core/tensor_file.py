@@ -95,21 +95,21 @@ def load_into(module, sd, dtype=None):
     (file tensors and cast copies) beyond one module's weights. Each module's own
     _load_from_state_dict runs (ComfyUI's ops adopt or copy as they do for a whole state dict).
     """
-    groups = {}
+    owners = {}  # owning module's name -> {tensor name in it: key in sd}
     for key in sd:
-        owner, _, _ = key.rpartition(".")
-        groups.setdefault(owner, []).append(key)
+        owner, _, name = key.rpartition(".")
+        owners.setdefault(owner, {})[name] = key
     unexpected = []
-    for owner, keys in groups.items():
+    for owner, names in owners.items():
         try:
             target = module.get_submodule(owner)
         except AttributeError:
-            unexpected.extend(keys)
+            unexpected.extend(names.values())
             continue
-        local = {key[len(owner) + 1 if owner else 0:]: read(sd[key], dtype) for key in keys}
+        local = {name: read(sd[key], dtype) for name, key in names.items()}
         result = target.load_state_dict(local, strict=False)
-        unexpected.extend(f"{owner}.{k}" if owner else k for k in result.unexpected_keys)
-        del local
+        unexpected.extend(names[name] for name in result.unexpected_keys)
+        del local  # before the next module's tensors are read
     missing = sorted(set(module.state_dict()) - set(sd))
     return missing, unexpected
 

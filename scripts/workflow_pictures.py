@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import urllib.request
 from pathlib import Path
 
 from myv_runner import selfcheck  # scripts/ is this script's folder, first on sys.path
-from myv_runner.server import stop_process
+from myv_runner.server import free_port, stop_process
 from myv_runner.workflow import self_check_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,12 +73,6 @@ SETTINGS = {
     "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.3,
 }
 START_TIMEOUT = 180
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def answers(url):

@@ -19,6 +19,13 @@ START_TIMEOUT = 300
 PACK = Path(__file__).resolve().parents[2]
 
 
+def free_port(host=HOST):
+    """A port nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def port_answers(port, host=HOST):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)

@@ -112,7 +112,7 @@ def test_long_video_sampler_is_as_coherent_as_one_pass(sampler, clips):
     context, noise = inputs["required"]["context_frames"][1]["default"], inputs["optional"]["noise"][1]["default"]
     one, long, seams = [], [], []
     for i in range(2):
-        depth, prompt, seed, cov = clips.depth[i], int(clips.prompts[i]), 1000 + i, clips.coverage[i]
+        depth, prompt, seed = clips.depth[i], int(clips.prompts[i]), 1000 + i
         one.append(sampler.one_pass(depth, prompt, seed))
         long.append(sampler.long_video(depth, prompt, seed, context, noise))
         seams.append(metrics.seams(long[-1], window_starts(context)))
