@@ -35,6 +35,7 @@ from unet_step import find_comfyui  # noqa: E402
 WORKFLOW = REPO / "workflows" / "api" / "myv_video_rerender_api.json"
 MIDAS = "dpt_hybrid-midas-501f0c75.pt"
 GIB = 2 ** 30
+TARGETS = {"fp32": 1.3}  # issue 21: peak / file at most 1.3 in fp32, 0.75 in 16 bits (and fp8)
 
 
 class MemoryWatch(threading.Thread):
@@ -87,14 +88,28 @@ class Balloon:
 
     def __init__(self, gib):
         self.process = None
-        if gib:
+        if gib > 0:
             self.process = subprocess.Popen([sys.executable, "-c", self.CODE, str(gib)], stdout=subprocess.PIPE, text=True)
             self.process.stdout.readline()
+
+    @classmethod
+    def leaving(cls, gib):
+        """A balloon that leaves `gib` GiB of RAM available (MemAvailable), as on a machine that size."""
+        return cls(available() / GIB - gib)
 
     def stop(self):
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+def available():
+    """MemAvailable in bytes: free RAM plus what the OS can reclaim (its file cache)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("/proc/meminfo has no MemAvailable")
 
 
 def ensure_files(cache, depth_stage):
@@ -151,6 +166,9 @@ def run_server(comfyui, graph, clip, models, label, flags=()):
         yaml = work / "extra_model_paths.yaml"
         yaml.write_text(yaml.read_text() + f"  checkpoints: \"{work / 'models' / 'checkpoints'}\"\n")
         server.start()
+        # Out of memory, the kernel ends the server (the run did not fit), not the balloon standing in
+        # for the rest of the machine (lowering a score needs a privilege raising one does not).
+        Path(f"/proc/{server.process.pid}/oom_score_adj").write_text("1000")
         try:
             watch = MemoryWatch(server.process.pid)
             idle = watch.read()
@@ -231,6 +249,11 @@ def main():
                         help="start ComfyUI with --use-pytorch-cross-attention (SDPA; its CPU default is sub-quadratic)")
     parser.add_argument("--balloon", type=float, default=0.0, metavar="GIB",
                         help="hold this much RAM in another process during the runs (a smaller machine)")
+    parser.add_argument("--ram", type=float, default=0.0, metavar="GIB",
+                        help="leave only this much RAM available to each server (a balloon holds the rest, sized "
+                             "before each run): a machine that size; a run that does not fit is ended by the kernel")
+    parser.add_argument("--fit", action="store_true",
+                        help="--ram set per weight_dtype to issue 21's target: 1.3x the file for fp32, 0.75x for the others")
     parser.add_argument("--depth-stage", action="store_true",
                         help="model.ckpt with the MiDaS depth stage inside (8.67 GB; the published file, 8.18 GB, has none)")
     args = parser.parse_args()
@@ -239,13 +262,17 @@ def main():
     file_size = checkpoint.stat().st_size
     print(f"ComfyUI {comfyui}; {checkpoint} {file_size / 1e9:.2f} GB; {args.steps} step(s)", flush=True)
     flags = ["--use-pytorch-cross-attention"] if args.pytorch_attention else []
-    print(f"ComfyUI flags: --cpu {' '.join(flags)}; balloon {args.balloon:g} GiB", flush=True)
+    print(f"ComfyUI flags: --cpu {' '.join(flags)}; balloon {args.balloon:g} GiB; RAM left {args.ram:g} GiB",
+          flush=True)
     balloon = Balloon(args.balloon)
     try:
         ratios = run_all(args, comfyui, checkpoint, midas, clip, flags)
     finally:
         balloon.stop()
+    weights = file_size + midas.stat().st_size
     print("\npeak / file: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(f"peak / the weights the workflow reads (model.ckpt + {MIDAS}, {weights / 1e9:.2f} GB): "
+          + ", ".join(f"{k} {v * file_size / weights:.2f}x" for k, v in ratios.items()))
 
 
 def run_all(args, comfyui, checkpoint, midas, clip, flags):
@@ -259,7 +286,20 @@ def run_all(args, comfyui, checkpoint, midas, clip, flags):
         for node in nodes_of(graph, "MYVCheckpointLoader"):
             node["inputs"]["weight_dtype"] = dtype
         models = {"makeyourvideo": [checkpoint], "depth_estimators": [midas]}
-        rows, memory = run_server(comfyui, graph, clip, models, f"MYV Checkpoint Loader, weight_dtype {dtype}", flags)
+        label = f"MYV Checkpoint Loader, weight_dtype {dtype}"
+        ram = (TARGETS.get(dtype, 0.75) * file_size / GIB) if args.fit else args.ram
+        balloon = Balloon.leaving(ram) if ram else Balloon(0)
+        if ram:
+            print(f"\n{label}: {ram:.2f} GiB of RAM left for the server", flush=True)
+        try:
+            rows, memory = run_server(comfyui, graph, clip, models, label, flags)
+        except Exception as error:  # with --ram: the kernel ended the server, the run did not fit
+            if not ram:
+                raise
+            print(f"\n## {label}: did not complete in {ram:.2f} GiB ({type(error).__name__}: {error})", flush=True)
+            continue
+        finally:
+            balloon.stop()
         ratios[dtype] = report(rows, memory, file_size)
     if not args.no_convert:
         out = args.cache / "converted"

@@ -11,6 +11,7 @@ import folder_paths
 
 from ..myv_core.depth_estimation import (NORMALIZE_MODES, NativeDepth, depth_images, estimate_depth_and_native,
                                          load_depth_estimator)
+from ..myv_core.tensor_file import release_freed_memory
 from .loaders import MODEL_FOLDER, register_model_folder
 
 ESTIMATOR_FOLDER = "depth_estimators"
@@ -95,6 +96,7 @@ class MYVDepthEstimatorLoader:
             offload_device = comfy.model_management.unet_offload_device()
         estimator = load_depth_estimator(estimator_path(model_name))
         estimator.to(torch_dtype(dtype, load_device, estimator.kind))
+        release_freed_memory()
         return (comfy.model_patcher.ModelPatcher(estimator, load_device=load_device, offload_device=offload_device),)
 
 

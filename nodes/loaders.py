@@ -13,7 +13,7 @@ import comfy.utils
 import folder_paths
 
 from ..myv_core.checkpoint import CheckpointError, load_checkpoint, load_temporal_layers
-from ..myv_core.tensor_file import load_into, read
+from ..myv_core.tensor_file import load_into, read, release_freed_memory
 from .patching import attach_temporal, model_patcher_class
 
 MODEL_FOLDER = "makeyourvideo"
@@ -162,7 +162,10 @@ class MYVCheckpointLoader:
         base.cached_patcher_init = (load_spatial_patcher, (path, weight_dtype))
         model = attach_temporal(base, parts.temporal, functools.partial(load_temporal_layers, path))
         clip = build_clip(parts, model_config, ckpt_name, HALF_DTYPES.get(weight_dtype))
-        return model, clip, build_vae(parts, model_config, ckpt_name)
+        vae = build_vae(parts, model_config, ckpt_name)
+        del parts
+        release_freed_memory()
+        return model, clip, vae
 
 
 class MYVTemporalModuleLoader:
@@ -181,4 +184,6 @@ class MYVTemporalModuleLoader:
 
     def load(self, model, temporal_name):
         read = functools.partial(load_temporal_layers, model_path(temporal_name))
-        return (attach_temporal(model, read(), read),)
+        model = attach_temporal(model, read(), read)
+        release_freed_memory()
+        return (model,)
