@@ -71,6 +71,17 @@ def torch_dtype(dtype, load_device, kind):
     return torch.float32
 
 
+def frames_that_fit(estimator, images, batch_size):
+    """batch_size, or fewer frames where fewer fit in the free memory of the estimator's device (as
+    core VAE Decode sizes its batches; on a CPU that is the available RAM): after a model is loaded,
+    8 MiDaS frames at once would take 1.6 GiB more."""
+    if images.ndim != 4 or batch_size < 1:
+        return batch_size  # estimate_depth_and_native names the bad input
+    per_frame = estimator.model.bytes_per_frame(images.shape[1], images.shape[2])
+    free = comfy.model_management.get_free_memory(estimator.load_device)
+    return max(1, min(batch_size, free // per_frame))
+
+
 class MYVDepthEstimatorLoader:
     @classmethod
     def INPUT_TYPES(cls):
@@ -106,7 +117,7 @@ class MYVEstimateDepth:
         return {"required": {
             "estimator": (ESTIMATOR_TYPE,),
             "images": ("IMAGE", {"tooltip": "the clip's frames"}),
-            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "frames per network call"}),
+            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "frames per network call at most (fewer when the free memory holds fewer)"}),
             "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip":
                           "per_frame: each map spans black..white, as the model was trained. per_clip: one "
                           "min/max for the whole clip, steadier brightness (use per_clip in MYV Apply Depth too)."}),
@@ -132,6 +143,7 @@ class MYVEstimateDepth:
 
     def estimate(self, estimator, images, batch_size, normalize, temporal_smoothing=0.0):
         comfy.model_management.load_models_gpu([estimator])
+        batch_size = frames_that_fit(estimator, images, batch_size)
         progress = comfy.utils.ProgressBar(images.shape[0] if images.ndim == 4 else 1)
 
         def frames_done(count):

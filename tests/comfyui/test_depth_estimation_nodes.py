@@ -169,6 +169,24 @@ def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir,
     assert batches == [1, 2]  # the first batch finished, the second never started
 
 
+@pytest.mark.parametrize("free_frames, batches", [(0.5, [1] * 5), (3.5, [3, 2]), (100.0, [4, 1])])
+def test_batches_hold_no_more_frames_than_the_free_memory(pack, estimator_dir, monkeypatch, free_frames, batches):
+    """As core VAE Decode sizes its batches: at most batch_size frames per network call, fewer where the
+    device's free memory holds fewer by the estimator's per-frame estimate; the depth is the same."""
+    estimator = load(pack)
+    images = frames(5, 24, 24)
+    reference = estimate(pack, estimator, images, batch_size=1)
+    per_frame = estimator.model.bytes_per_frame(24, 24)
+    assert per_frame > 0
+    seen = []
+    network = estimator.model.estimate_native
+    monkeypatch.setattr(estimator.model, "estimate_native", lambda batch: seen.append(len(batch)) or network(batch))
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: int(free_frames * per_frame))
+    depth = estimate(pack, estimator, images, batch_size=4)
+    assert seen == batches
+    torch.testing.assert_close(depth, reference, rtol=0, atol=1e-5)
+
+
 def test_progress_through_comfyuis_own_throttling(pack, estimator_dir):
     """With ComfyUI's progress bar as it is (0.33 throttles, 0.3.64 does not), what reaches the hook
     still counts frames of the right total, rises, starts at the first frame and ends at the last."""
