@@ -77,30 +77,69 @@ class MemoryWatch(threading.Thread):
 
 
 class Balloon:
-    """A process holding `gib` GiB of touched memory: this machine with that much less RAM, as ComfyUI
-    sees it (on a CPU it sizes VAE decode batches and attention chunks by the available RAM)."""
+    """A process holding touched memory in 64 MiB chunks, resized on request: this machine with that
+    much less RAM, as ComfyUI sees it (on a CPU it sizes VAE decode batches, attention chunks and
+    depth batches by the available RAM)."""
 
-    CODE = ("import sys, time\n"
-            "b = bytearray(int(float(sys.argv[1]) * 2 ** 30))\n"
-            "b[::4096] = b'\\x01' * len(range(0, len(b), 4096))\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(10 ** 6)\n")
+    CHUNK = 64 * 2 ** 20
+    CODE = ("import sys\n"
+            "chunks = []\n"
+            "for line in sys.stdin:\n"
+            "    count = int(line)\n"
+            "    while len(chunks) < count:\n"
+            f"        chunk = bytearray({CHUNK})\n"
+            "        chunk[::4096] = b'\\x01' * len(range(0, len(chunk), 4096))\n"
+            "        chunks.append(chunk)\n"
+            "    del chunks[count:]\n"
+            "    print(len(chunks), flush=True)\n")
 
-    def __init__(self, gib):
-        self.process = None
-        if gib > 0:
-            self.process = subprocess.Popen([sys.executable, "-c", self.CODE, str(gib)], stdout=subprocess.PIPE, text=True)
-            self.process.stdout.readline()
+    def __init__(self, gib=0.0):
+        self.process = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.size = 0
+        self.resize(gib * GIB)
 
-    @classmethod
-    def leaving(cls, gib):
-        """A balloon that leaves `gib` GiB of RAM available (MemAvailable), as on a machine that size."""
-        return cls(available() / GIB - gib)
+    def resize(self, size):
+        self.process.stdin.write(f"{max(0, int(size // self.CHUNK))}\n")
+        self.process.stdin.flush()
+        self.size = int(self.process.stdout.readline()) * self.CHUNK
 
     def stop(self):
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+        self.process.kill()
+        self.process.wait()
+
+
+class MachineOfSize(threading.Thread):
+    """Keeps a balloon sized so that the server sees a machine of `gib` GiB: its resident memory plus
+    the RAM available to it (MemAvailable) stays at `gib` whatever other processes do. A server that
+    needs more is ended by the kernel (run_server marks it as the one to end)."""
+
+    def __init__(self, gib, pid, interval=0.2):
+        super().__init__(daemon=True)
+        self.size, self.pid, self.interval = gib * GIB, pid, interval
+        self.balloon = Balloon()
+        self.stopped = threading.Event()
+        self.adjust()
+        self.start()
+
+    def adjust(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            resident = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        excess = available() - (self.size - resident)
+        if abs(excess) >= Balloon.CHUNK:
+            self.balloon.resize(self.balloon.size + excess)
+
+    def run(self):
+        while not self.stopped.wait(self.interval):
+            try:
+                self.adjust()
+            except (OSError, StopIteration, ValueError):
+                return  # the server is gone
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+        self.balloon.stop()
 
 
 def available():
@@ -153,8 +192,9 @@ def core_loader_graph(graph, spatial, temporal):
     return graph
 
 
-def run_server(comfyui, graph, clip, models, label, flags=()):
-    """One fresh server, one run: ([(node label, seconds, highest resident bytes)], memory dict)."""
+def run_server(comfyui, graph, clip, models, label, flags=(), ram=0.0):
+    """One fresh server, one run: ([(node label, seconds, highest resident bytes)], memory dict).
+    ram: the server runs on a machine of that many GiB (MachineOfSize)."""
     with tempfile.TemporaryDirectory(prefix="myv_release_") as work:
         work = Path(work)
         server = LocalServer(comfyui, free_port(), work, work / "output", cpu=True)
@@ -169,6 +209,7 @@ def run_server(comfyui, graph, clip, models, label, flags=()):
         # Out of memory, the kernel ends the server (the run did not fit), not the balloon standing in
         # for the rest of the machine (lowering a score needs a privilege raising one does not).
         Path(f"/proc/{server.process.pid}/oom_score_adj").write_text("1000")
+        machine = MachineOfSize(ram, server.process.pid) if ram else None
         try:
             watch = MemoryWatch(server.process.pid)
             idle = watch.read()
@@ -190,6 +231,8 @@ def run_server(comfyui, graph, clip, models, label, flags=()):
             print(server.log_tail(), file=sys.stderr)
             raise
         finally:
+            if machine is not None:
+                machine.stop()
             server.stop()
     seconds = {}
     marks = [(t, (e.get("data") or {}).get("node")) for t, e in starts] + [(end, None)]
@@ -250,8 +293,8 @@ def main():
     parser.add_argument("--balloon", type=float, default=0.0, metavar="GIB",
                         help="hold this much RAM in another process during the runs (a smaller machine)")
     parser.add_argument("--ram", type=float, default=0.0, metavar="GIB",
-                        help="leave only this much RAM available to each server (a balloon holds the rest, sized "
-                             "before each run): a machine that size; a run that does not fit is ended by the kernel")
+                        help="run each server on a machine of this size: its resident memory plus the RAM available "
+                             "to it stays at GIB (a balloon holds the rest); a run that does not fit is ended by the kernel")
     parser.add_argument("--fit", action="store_true",
                         help="--ram set per weight_dtype to issue 21's target: 1.3x the file for fp32, 0.75x for the others")
     parser.add_argument("--depth-stage", action="store_true",
@@ -262,8 +305,7 @@ def main():
     file_size = checkpoint.stat().st_size
     print(f"ComfyUI {comfyui}; {checkpoint} {file_size / 1e9:.2f} GB; {args.steps} step(s)", flush=True)
     flags = ["--use-pytorch-cross-attention"] if args.pytorch_attention else []
-    print(f"ComfyUI flags: --cpu {' '.join(flags)}; balloon {args.balloon:g} GiB; RAM left {args.ram:g} GiB",
-          flush=True)
+    print(f"ComfyUI flags: --cpu {' '.join(flags)}; balloon {args.balloon:g} GiB", flush=True)
     balloon = Balloon(args.balloon)
     try:
         ratios = run_all(args, comfyui, checkpoint, midas, clip, flags)
@@ -288,18 +330,15 @@ def run_all(args, comfyui, checkpoint, midas, clip, flags):
         models = {"makeyourvideo": [checkpoint], "depth_estimators": [midas]}
         label = f"MYV Checkpoint Loader, weight_dtype {dtype}"
         ram = (TARGETS.get(dtype, 0.75) * file_size / GIB) if args.fit else args.ram
-        balloon = Balloon.leaving(ram) if ram else Balloon(0)
         if ram:
-            print(f"\n{label}: {ram:.2f} GiB of RAM left for the server", flush=True)
+            print(f"\n{label}: on a machine of {ram:.2f} GiB", flush=True)
         try:
-            rows, memory = run_server(comfyui, graph, clip, models, label, flags)
+            rows, memory = run_server(comfyui, graph, clip, models, label, flags, ram)
         except Exception as error:  # with --ram: the kernel ended the server, the run did not fit
             if not ram:
                 raise
             print(f"\n## {label}: did not complete in {ram:.2f} GiB ({type(error).__name__}: {error})", flush=True)
             continue
-        finally:
-            balloon.stop()
         ratios[dtype] = report(rows, memory, file_size)
     if not args.no_convert:
         out = args.cache / "converted"
