@@ -521,17 +521,18 @@ def load_depth_estimator(path, dtype=torch.float32):
 class DepthEstimator(torch.nn.Module):
     """A depth network with its pre-processing: frames in [0, 1] -> relative inverse depth.
 
-    input_size: the short side Depth Anything and Video Depth Anything see (518, their training size;
-    the official infer_video_depth takes it as a parameter, smaller is faster and coarser).
+    short_side: the short side of the input of Depth Anything and Video Depth Anything (518, their
+    training size; the official infer_video_depth takes it as `input_size`, smaller is faster and
+    coarser).
     """
 
-    def __init__(self, network, kind, input_size=DEPTH_ANYTHING_SIZE):
+    def __init__(self, network, kind, short_side=DEPTH_ANYTHING_SIZE):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown estimator kind {kind!r}")
         self.network = network
         self.kind = kind
-        self.input_size = input_size
+        self.short_side = short_side
 
     @property
     def preferred_normalize(self):
@@ -545,7 +546,7 @@ class DepthEstimator(torch.nn.Module):
             # Make-Your-Video: frames in [-1, 1] ((x - 0.5) / 0.5), bicubic to 384x384, aspect not kept.
             return F.interpolate(frames * 2.0 - 1.0, size=(MIDAS_SIZE, MIDAS_SIZE), mode="bicubic",
                                  align_corners=False)
-        size = self.input_size
+        size = self.short_side
         if self.kind == "video_depth_anything":
             size = video_depth.vda_input_size(*frames.shape[-2:], size)
         size = depth_anything_size(*frames.shape[-2:], size)
