@@ -16,6 +16,8 @@ ComfyUI. Three weight layouts are recognised:
 - "video_depth_anything": the official Video Depth Anything release files
   (video_depth_anything_vits.pth, and the Base/Large ones: pretrained.* DINOv2, head.* DPT head with
   motion modules), renamed here to myv_core.video_depth's network, config derived from the shapes.
+  A file named metric_video_depth_anything_*.pth is a metric model (same layout), inverted to
+  relative inverse depth after its windows are joined.
 
 The DPT networks get Make-Your-Video's pre-processing (RGB in [-1, 1], bicubic 384x384 without
 keeping the aspect ratio, align_corners False); Depth Anything gets its own (ImageNet mean/std,
@@ -85,6 +87,9 @@ _VDA_FIXED = {
 }
 # The motion modules' sinusoidal position table: fixed values, computed by myv_core.video_depth.
 VDA_DERIVED_SUFFIX = ".pos_encoder.pe"
+# The metric models (metric_video_depth_anything_vit{s,b,l}.pth) have the relative ones' layout: only
+# the official file name tells them apart.
+VDA_METRIC_PREFIX = "metric_"
 _FUSION_UNITS = {"resConfUnit1": "residual_layer1", "resConfUnit2": "residual_layer2"}
 _FUSION_CONVS = {"conv1": "convolution1", "conv2": "convolution2"}
 _BLOCK_PARTS = {
@@ -507,7 +512,8 @@ def load_depth_estimator(path, dtype=torch.float32):
     if layout == "video_depth_anything":
         sd = convert_vda_state_dict(sd, name)
         configs = vda_configs(sd, name)
-        network = _build(lambda: video_depth.VideoDepthNetwork(*configs), sd, name)
+        metric = weights.name.startswith(VDA_METRIC_PREFIX)
+        network = _build(lambda: video_depth.VideoDepthNetwork(*configs, metric=metric), sd, name)
         return DepthEstimator(network.to(dtype), "video_depth_anything")
     if layout == "midas":
         sd = convert_midas_state_dict(sd, name)

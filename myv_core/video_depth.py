@@ -34,6 +34,8 @@ PATCH = 14
 # Wider clips get a smaller input size, as in the official code ("memory limitation").
 MAX_ASPECT = 1.78
 MOTION_HEADS = 8
+# Metric depth (metres) below this is taken as this when inverted: the network's ReLU can give 0.
+METRIC_NEAREST = 1e-2
 # Encoder layers whose outputs the head reassembles, by encoder depth (ViT-S/B: 12, ViT-L: 24).
 READOUT_LAYERS = {12: (2, 5, 8, 11), 24: (4, 11, 17, 23)}
 # Positions (rows of frames) a motion module's blocks take at a time: every position is independent
@@ -130,10 +132,12 @@ class VideoDepthNetwork(nn.Module):
 
     backbone: transformers Dinov2Model; neck, head: transformers DepthAnythingNeck and
     DepthAnythingDepthEstimationHead; motion_modules: after reassembled layers 3 and 4 and after
-    the first two fusion steps, as in the official DPTHeadTemporal.
+    the first two fusion steps, as in the official DPTHeadTemporal. metric: the weights are a
+    metric model's (metric_video_depth_anything_*.pth, same layout): the output is depth in metres
+    (far = large), which estimate_clip joins without rescaling and then inverts.
     """
 
-    def __init__(self, backbone_config, config):
+    def __init__(self, backbone_config, config, metric=False):
         super().__init__()
         from transformers import Dinov2Model
         from transformers.models.depth_anything.modeling_depth_anything import (DepthAnythingDepthEstimationHead,
@@ -145,6 +149,7 @@ class VideoDepthNetwork(nn.Module):
         sizes, fusion = config.neck_hidden_sizes, config.fusion_hidden_size
         self.motion_modules = nn.ModuleList(MotionModule(c) for c in (sizes[2], sizes[3], fusion, fusion))
         self.readout_layers = READOUT_LAYERS[backbone_config.num_hidden_layers]
+        self.metric = metric
 
     def embed(self, pixels):
         """Patch tokens with the class token and position embeddings, resized as the official DINOv2
@@ -245,13 +250,12 @@ class WindowAligner:
 
 
 def window_inputs(frame_count):
-    """[(window start, frame indices it reads)]: the first window reads INFER_LEN frames, the others
-    the INFER_LEN - OVERLAP after their key frames; past the end, the last frame again."""
-    step = INFER_LEN - OVERLAP
+    """The frame indices each window reads: INFER_LEN for the first, the INFER_LEN - OVERLAP after
+    their key frames for the others; past the end of the clip, its last frame again."""
     out = []
-    for start in range(0, frame_count, step):
+    for start in range(0, frame_count, INFER_LEN - OVERLAP):
         first = start if start == 0 else start + OVERLAP
-        out.append((start, [min(i, frame_count - 1) for i in range(first, start + INFER_LEN)]))
+        out.append([min(i, frame_count - 1) for i in range(first, start + INFER_LEN)])
     return out
 
 
@@ -260,19 +264,21 @@ def window_count(frame_count):
 
 
 @torch.no_grad()
-def estimate_clip(estimator, frames, chunk, before_window=None, after_window=None, fit_scale=True):
+def estimate_clip(estimator, frames, chunk, before_window=None, after_window=None):
     """(depth at the frame size (N, 1, H, W), native depth (N, 1, h, w)) of (N, 3, H, W) RGB frames in
-    [0, 1] (any device), both float32 on the CPU: the windowed, aligned clip depth (module docstring).
+    [0, 1] (any device), both float32 on the CPU: the windowed, aligned clip depth (module docstring),
+    relative inverse depth (near = large); a metric network's depth is joined as the official code
+    joins it (no rescaling) and then inverted, 1 / max(depth, METRIC_NEAREST).
 
     estimator: a depth_estimation.DepthEstimator of this network (its preprocess and postprocess);
     chunk: frames per frame-wise network call (VideoDepthNetwork.forward); before_window() runs
     before each window (where a cancel lands), after_window(1) after it.
     """
     parameter = next(estimator.network.parameters())
-    aligner, sized, native = WindowAligner(fit_scale), [], []
-    keys = None
+    metric = estimator.network.metric
+    aligner, outputs, written, keys = WindowAligner(fit_scale=not metric), None, 0, None
     frame_count = frames.shape[0]
-    for _, indices in window_inputs(frame_count):
+    for indices in window_inputs(frame_count):
         if before_window is not None:
             before_window()
         pixels = estimator.preprocess(frames[indices].to(parameter.device)).to(parameter.dtype)
@@ -280,10 +286,23 @@ def estimate_clip(estimator, frames, chunk, before_window=None, after_window=Non
             pixels = torch.cat([keys, pixels])
         keys = pixels[list(KEYFRAMES)]
         raw = estimator.network(pixels, chunk).float().unsqueeze(1)
-        for store, part in zip((sized, native), aligner.add([estimator.postprocess(raw, frames.shape[-2:]), raw])):
-            store.append(part.cpu())
+        done = aligner.add([estimator.postprocess(raw, frames.shape[-2:]), raw])
+        if outputs is None:  # the result, allocated once: no second copy of it at the end
+            outputs = [torch.empty((frame_count, *part.shape[1:])) for part in done]
+        written = _write(outputs, done, written)
         if after_window is not None:
             after_window(1)
-    for store, part in zip((sized, native), aligner.finish()):
-        store.append(part.cpu())
-    return torch.cat(sized)[:frame_count], torch.cat(native)[:frame_count]
+    _write(outputs, aligner.finish(), written)
+    if metric:
+        for out in outputs:
+            out.clamp_min_(METRIC_NEAREST).reciprocal_()
+    return tuple(outputs)
+
+
+def _write(outputs, parts, start):
+    """Copies the frames of `parts` into `outputs` from frame `start` on (those past the clip's end,
+    the padding, are dropped); returns the frame after the last one written."""
+    count = min(parts[0].shape[0], outputs[0].shape[0] - start)
+    for out, part in zip(outputs, parts):
+        out[start:start + count] = part[:count]
+    return start + count

@@ -119,13 +119,15 @@ def test_matches_the_official_windowed_inference_on_real_frames(vda):
     assert (chunked - depth).abs().max() / depth_range <= 1e-5
 
 
-def test_the_temporal_layers_and_the_alignment_count(vda):
+def test_the_temporal_layers_and_the_alignment_count(vda, monkeypatch):
     """What the parity test would catch: without the motion modules, or without aligning the
     windows, the depth is far from the official one."""
     images, official, depth_range, input_size = reference()
     estimator = DepthEstimator(vda.network, vda.kind, input_size)
     aligned, _ = video_depth.estimate_clip(estimator, images.permute(0, 3, 1, 2), 8)
-    unaligned, _ = video_depth.estimate_clip(estimator, images.permute(0, 3, 1, 2), 8, fit_scale=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowAligner, "scale_and_shift", lambda self, prediction: (1.0, 0.0))
+        unaligned, _ = video_depth.estimate_clip(estimator, images.permute(0, 3, 1, 2), 8)
     assert (aligned[:, 0] - official).abs().max() / depth_range <= 1e-3
     assert (unaligned[:, 0] - official).abs().max() / depth_range > 1e-2
     saved = [m.proj_out.weight.clone() for m in vda.network.motion_modules]
@@ -145,8 +147,8 @@ def test_alignment_recovers_a_depth_seen_at_other_scales():
     truth = torch.rand(frames, 1, 6, 5) + 0.5
     windows = window_inputs(frames)
     aligner, out, keys = WindowAligner(), [], None
-    for number, (start, indices) in enumerate(windows):
-        seen = list(indices) if keys is None else keys + list(indices)
+    for number, indices in enumerate(windows):
+        seen = indices if keys is None else keys + indices
         keys = [seen[k] for k in video_depth.KEYFRAMES]
         scale, shift = 1.0 + 0.5 * number, 0.1 * number
         out += aligner.add([truth[seen] * scale + shift])[0]
@@ -163,6 +165,8 @@ def test_input_size_follows_the_official_rule():
 
 class CountingNetwork(torch.nn.Module):
     """Stands in for VideoDepthNetwork: mean brightness as depth; records the frames per call."""
+
+    metric = False
 
     def __init__(self):
         super().__init__()
@@ -187,3 +191,19 @@ def test_long_clips_run_window_by_window(monkeypatch):
     assert estimator.network.calls == [INFER_LEN] * 10 == [INFER_LEN] * estimate_steps(estimator, 200)
     assert max(preprocessed) == INFER_LEN and sum(preprocessed) == INFER_LEN + 9 * (INFER_LEN - video_depth.OVERLAP)
     assert len(before) == 10 and after == [1] * 10
+
+
+def test_metric_file_joins_without_rescaling_and_inverts(vda, vda_file, tmp_path, monkeypatch):
+    """metric_video_depth_anything_*.pth: the windows are joined as the official code joins a metric
+    model's (no scale/shift fit), then 1 / depth, so near is bright like every estimator's output."""
+    (tmp_path / "metric_video_depth_anything_vits.pth").symlink_to(vda_file)
+    metric = load_depth_estimator(tmp_path / "metric_video_depth_anything_vits.pth")
+    assert metric.network.metric and not vda.network.metric
+    images, _, _, input_size = reference()
+    frames = images[:40].permute(0, 3, 1, 2)
+    depth, native = video_depth.estimate_clip(DepthEstimator(metric.network, metric.kind, input_size), frames, 8)
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowAligner, "scale_and_shift", lambda self, prediction: (1.0, 0.0))
+        joined, _ = video_depth.estimate_clip(DepthEstimator(vda.network, vda.kind, input_size), frames, 8)
+    assert torch.allclose(depth, 1 / joined.clamp_min(video_depth.METRIC_NEAREST), rtol=1e-5)
+    assert native.shape == (40, 1, 56, 98) and (native > 0).all()
