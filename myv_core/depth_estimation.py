@@ -1,7 +1,7 @@
 """Depth videos from RGB clips: the MiDaS network Make-Your-Video was trained with, and Depth Anything.
 
 Pure torch + transformers (DPTForDepthEstimation, DepthAnythingForDepthEstimation); never imports
-ComfyUI. Three weight layouts are recognised:
+ComfyUI. Four weight layouts are recognised:
 
 - "midas": the original MiDaS v3 release dpt_hybrid-midas-501f0c75.pt (timm names: pretrained.model.*,
   scratch.*), also nested as depth_stage_model.model.* inside a Make-Your-Video checkpoint or as
@@ -21,9 +21,9 @@ ComfyUI. Three weight layouts are recognised:
 
 The DPT networks get Make-Your-Video's pre-processing (RGB in [-1, 1], bicubic 384x384 without
 keeping the aspect ratio, align_corners False); Depth Anything gets its own (ImageNet mean/std,
-bicubic resize keeping the aspect ratio, short side 518, sides multiples of 14); Video Depth Anything gets the
-same at its input size, over windows of the whole clip (myv_core.video_depth). All give relative
-inverse depth: near = large.
+bicubic resize keeping the aspect ratio, short side 518, sides multiples of 14); Video Depth
+Anything gets the same at its input size, over windows of the whole clip (myv_core.video_depth).
+All give relative inverse depth: near = large.
 """
 
 import json
@@ -208,8 +208,8 @@ def convert_midas_state_dict(sd, name="file"):
 
 def dinov2_attention_names():
     """transformers' names of a Dinov2Layer's attention projections (query, key, value, output):
-    attention.{q,k,v,o}_proj since transformers 5, attention.attention.{query,key,value} and
-    attention.output.dense before."""
+    attention.{q,k,v,o}_proj in transformers 5 (5.25 tested), attention.attention.{query,key,value}
+    and attention.output.dense in the 4.x versions the pack also accepts."""
     from transformers import Dinov2Config
     from transformers.models.dinov2.modeling_dinov2 import Dinov2Attention
 

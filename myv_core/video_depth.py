@@ -78,7 +78,8 @@ class FrameAttention(nn.Module):
         """(rows, frames, channels) -> same."""
         rows, frames, channels = x.shape
         x = x + sinusoid(frames, channels, x.device, x.dtype)
-        q, k, v = (proj(x).view(rows, frames, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (proj(x).view(rows, frames, self.heads, -1).transpose(1, 2)
+                   for proj in (self.to_q, self.to_k, self.to_v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(rows, frames, channels))
 

@@ -179,7 +179,8 @@ class CountingNetwork(torch.nn.Module):
 
 
 def test_long_clips_run_window_by_window(monkeypatch):
-    """200 frames: 10 windows (starts 0, 22, ..., 198) of 32 frames, never more preprocessed at once, a step and a cancel point each."""
+    """200 frames: 10 windows (starts 0, 22, ..., 198) of 32 frames, never more preprocessed at once,
+    a progress step and a cancel point each."""
     estimator = DepthEstimator(CountingNetwork(), "video_depth_anything", short_side=28)
     preprocessed = []
     preprocess = estimator.preprocess
