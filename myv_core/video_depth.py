@@ -173,6 +173,8 @@ class VideoDepthNetwork(nn.Module):
         hidden, out = self.embed(pixels), []
         for index, layer in enumerate(self.backbone.encoder.layer[:self.readout_layers[-1] + 1]):
             hidden = layer(hidden)
+            if isinstance(hidden, tuple):  # transformers 4.x layers return (hidden states, ...)
+                hidden = hidden[0]
             if index in self.readout_layers:
                 out.append(self.backbone.layernorm(hidden)[:, 1:])
         return out
