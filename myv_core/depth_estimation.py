@@ -1,7 +1,7 @@
 """Depth videos from RGB clips: the MiDaS network Make-Your-Video was trained with, and Depth Anything.
 
 Pure torch + transformers (DPTForDepthEstimation, DepthAnythingForDepthEstimation); never imports
-ComfyUI. Three weight layouts are recognised:
+ComfyUI. Four weight layouts are recognised:
 
 - "midas": the original MiDaS v3 release dpt_hybrid-midas-501f0c75.pt (timm names: pretrained.model.*,
   scratch.*), also nested as depth_stage_model.model.* inside a Make-Your-Video checkpoint or as
@@ -13,11 +13,17 @@ ComfyUI. Three weight layouts are recognised:
   file (a DPT-Hybrid config is then derived from the shapes).
 - "depth_anything": transformers' DepthAnythingForDepthEstimation (Depth Anything V2 Small), as a
   model folder.
+- "video_depth_anything": the official Video Depth Anything release files
+  (video_depth_anything_vits.pth, and the Base/Large ones: pretrained.* DINOv2, head.* DPT head with
+  motion modules), renamed here to myv_core.video_depth's network, config derived from the shapes.
+  A file named metric_video_depth_anything_*.pth is a metric model (same layout), inverted to
+  relative inverse depth after its windows are joined.
 
 The DPT networks get Make-Your-Video's pre-processing (RGB in [-1, 1], bicubic 384x384 without
 keeping the aspect ratio, align_corners False); Depth Anything gets its own (ImageNet mean/std,
-bicubic resize keeping the aspect ratio, short side 518, sides multiples of 14). Both give relative
-inverse depth: near = large.
+bicubic resize keeping the aspect ratio, short side 518, sides multiples of 14); Video Depth
+Anything gets the same at its input size, over windows of the whole clip (myv_core.video_depth).
+All give relative inverse depth: near = large.
 """
 
 import json
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, file_state_dict
 from .tensor_file import read
 from .depth import depth_from_image
+from . import video_depth
 
 MIDAS_SIZE = 384
 # Bytes per input pixel and fusion channel of one frame through a DPT network (DepthEstimator.bytes_per_frame):
@@ -40,6 +47,12 @@ DEPTH_ANYTHING_MULTIPLE = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE_MODES = ("per_frame", "per_clip")
+KINDS = ("midas", "depth_anything", "video_depth_anything")
+# The normalisation each estimator's depth fits best: MiDaS and Depth Anything see one frame at a
+# time, so each frame's own range is all there is (and per_frame is how Make-Your-Video was trained);
+# Video Depth Anything aligns its windows into one relative depth for the clip, which a per-frame
+# min/max would stretch frame by frame again.
+PREFERRED_NORMALIZE = {"midas": "per_frame", "depth_anything": "per_frame", "video_depth_anything": "per_clip"}
 EPS = 1e-7
 
 # Prefixes under which the original MiDaS network is found: a Make-Your-Video checkpoint, the
@@ -55,6 +68,31 @@ DPT_UNUSED_PREFIXES = ("dpt.layernorm.", "neck.fusion_stage.layers.0.residual_la
 
 _BACKBONE = "pretrained.model.patch_embed.backbone."
 _BIT = "dpt.embeddings.backbone.bit."
+VDA_MARKER = "head.motion_modules.0.temporal_transformer.proj_in.weight"
+# Official DINOv2 block parts -> transformers Dinov2Layer (prefix replacements; the attention's
+# names depend on the transformers version, see dinov2_attention_names).
+_DINOV2_BLOCK_PARTS = {
+    "norm1.": "norm1.", "norm2.": "norm2.", "mlp.": "mlp.",
+    "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+}
+_VDA_FIXED = {
+    "pretrained.cls_token": "backbone.embeddings.cls_token",
+    "pretrained.pos_embed": "backbone.embeddings.position_embeddings",
+    "pretrained.mask_token": "backbone.embeddings.mask_token",
+    "pretrained.norm.weight": "backbone.layernorm.weight",
+    "pretrained.norm.bias": "backbone.layernorm.bias",
+    "head.scratch.output_conv1.weight": "head.conv1.weight",
+    "head.scratch.output_conv1.bias": "head.conv1.bias",
+    "head.scratch.output_conv2.0.weight": "head.conv2.weight",
+    "head.scratch.output_conv2.0.bias": "head.conv2.bias",
+    "head.scratch.output_conv2.2.weight": "head.conv3.weight",
+    "head.scratch.output_conv2.2.bias": "head.conv3.bias",
+}
+# The motion modules' sinusoidal position table: fixed values, computed by myv_core.video_depth.
+VDA_DERIVED_SUFFIX = ".pos_encoder.pe"
+# The metric models (metric_video_depth_anything_vit{s,b,l}.pth) have the relative ones' layout: only
+# the official file name tells them apart.
+VDA_METRIC_PREFIX = "metric_"
 _FUSION_UNITS = {"resConfUnit1": "residual_layer1", "resConfUnit2": "residual_layer2"}
 _FUSION_CONVS = {"conv1": "convolution1", "conv2": "convolution2"}
 _BLOCK_PARTS = {
@@ -118,16 +156,43 @@ def midas_key_to_dpt(key):
         if number.endswith("_rn"):
             return f"neck.convs.{int(number[:-3]) - 1}.{rest}"
     if (found := _split_key(key, "scratch.refinenet")) is not None:
-        number, rest = found
-        layer = f"neck.fusion_stage.layers.{4 - int(number)}."  # refinenet4 runs first
-        if rest.startswith("out_conv."):
-            return layer + "projection." + rest[len("out_conv."):]
-        unit, conv, kind = rest.split(".")
-        return layer + f"{_FUSION_UNITS[unit]}.{_FUSION_CONVS[conv]}.{kind}"
+        return _fusion_key(*found)
     if (found := _split_key(key, "scratch.output_conv.")) is not None:
         index, rest = found
         return f"head.head.{index}.{rest}"
     raise KeyError(key)
+
+
+def _fusion_key(number, rest):
+    """The transformers name of scratch.refinenet{number}.{rest} (DPT and Depth Anything necks)."""
+    layer = f"neck.fusion_stage.layers.{4 - int(number)}."  # refinenet4 runs first
+    if rest.startswith("out_conv."):
+        return layer + "projection." + rest[len("out_conv."):]
+    unit, conv, kind = rest.split(".")
+    return layer + f"{_FUSION_UNITS[unit]}.{_FUSION_CONVS[conv]}.{kind}"
+
+
+def _convert(sd, rename, blocks, layers, qkv_names=("attention.attention.query", "attention.attention.key",
+                                                   "attention.attention.value")):
+    """(renamed state dict, keys `rename` does not know). ViT blocks `blocks` + "N.attn.qkv.*" are
+    split into layers + "N.{each of qkv_names}.*"; rename(key) gives the new name of any other key
+    (None: not needed) or raises KeyError / ValueError."""
+    converted, unknown = {}, []
+    for key, value in sd.items():
+        found = _split_key(key, blocks)
+        if found is not None and found[1].startswith("attn.qkv."):
+            block, kind = found[0], found[1].rsplit(".", 1)[1]
+            for part, chunk in zip(qkv_names, value.chunk(3, dim=0)):
+                converted[f"{layers}{block}.{part}.{kind}"] = chunk.contiguous()
+            continue
+        try:
+            target = rename(key)
+        except (KeyError, ValueError):
+            unknown.append(key)
+            continue
+        if target is not None:
+            converted[target] = value
+    return converted, unknown
 
 
 def convert_midas_state_dict(sd, name="file"):
@@ -136,25 +201,67 @@ def convert_midas_state_dict(sd, name="file"):
     Every key lands in the result (attn.qkv split into query/key/value) or is listed in
     MIDAS_UNUSED_PREFIXES; anything else raises CheckpointError naming the keys.
     """
-    converted, unknown = {}, []
-    for key, value in sd.items():
-        found = _split_key(key, "pretrained.model.blocks.")
-        if found is not None and found[1].startswith("attn.qkv."):
-            block, kind = found[0], found[1].rsplit(".", 1)[1]
-            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
-                converted[f"dpt.encoder.layer.{block}.attention.attention.{part}.{kind}"] = chunk.contiguous()
-            continue
-        try:
-            target = midas_key_to_dpt(key)
-        except (KeyError, ValueError):
-            unknown.append(key)
-            continue
-        if target is not None:
-            converted[target] = value
+    converted, unknown = _convert(sd, midas_key_to_dpt, "pretrained.model.blocks.", "dpt.encoder.layer.")
     if unknown:
         raise CheckpointError(f"{name}: {len(unknown)} keys are not part of the MiDaS DPT-Hybrid network: "
                               f"{', '.join(sorted(unknown)[:8])}. Is it a different MiDaS model (DPT-Large, "
                               "MiDaS v2.1)? Only dpt_hybrid-midas-501f0c75.pt is supported.")
+    return converted
+
+
+def dinov2_attention_names():
+    """transformers' names of a Dinov2Layer's attention projections (query, key, value, output):
+    attention.{q,k,v,o}_proj in transformers 5 (5.25 tested), attention.attention.{query,key,value}
+    and attention.output.dense in the 4.x versions the pack also accepts."""
+    from transformers import Dinov2Config
+    from transformers.models.dinov2.modeling_dinov2 import Dinov2Attention
+
+    with torch.device("meta"):
+        attention = Dinov2Attention(Dinov2Config(hidden_size=8, num_attention_heads=1))
+    if hasattr(attention, "q_proj"):
+        return tuple(f"attention.{part}_proj" for part in "qkvo")
+    return tuple(f"attention.attention.{part}" for part in ("query", "key", "value")) + ("attention.output.dense",)
+
+
+def vda_key_to_network(key, attention_names):
+    """The myv_core.video_depth.VideoDepthNetwork name of one official Video Depth Anything key (not
+    attn.qkv, see convert_vda_state_dict); None for the derived position tables; KeyError otherwise.
+    attention_names: dinov2_attention_names()."""
+    if key.endswith(VDA_DERIVED_SUFFIX):
+        return None
+    if key in _VDA_FIXED:
+        return _VDA_FIXED[key]
+    if key.startswith("pretrained.patch_embed.proj."):
+        return "backbone.embeddings.patch_embeddings.projection." + key.rsplit(".", 1)[1]
+    if (found := _split_key(key, "pretrained.blocks.")) is not None:
+        block, rest = found
+        for part, target in {**_DINOV2_BLOCK_PARTS, "attn.proj.": attention_names[3] + "."}.items():
+            if rest.startswith(part):
+                return f"backbone.encoder.layer.{block}.{target}{rest[len(part):]}"
+    for official, module in (("head.projects.", "projection"), ("head.resize_layers.", "resize")):
+        if (found := _split_key(key, official)) is not None:
+            return f"neck.reassemble_stage.layers.{found[0]}.{module}.{found[1]}"
+    if (found := _split_key(key, "head.scratch.layer")) is not None and found[0].endswith("_rn"):
+        return f"neck.convs.{int(found[0][:-3]) - 1}.{found[1]}"
+    if (found := _split_key(key, "head.scratch.refinenet")) is not None:
+        return _fusion_key(*found)
+    if (found := _split_key(key, "head.motion_modules.")) is not None:
+        module, rest = found
+        if rest.startswith("temporal_transformer."):
+            return f"motion_modules.{module}.{rest[len('temporal_transformer.'):]}"
+    raise KeyError(key)
+
+
+def convert_vda_state_dict(sd, name="file"):
+    """Official Video Depth Anything weights -> VideoDepthNetwork names; CheckpointError naming the
+    keys that are not part of it."""
+    names = dinov2_attention_names()
+    converted, unknown = _convert(sd, lambda key: vda_key_to_network(key, names), "pretrained.blocks.",
+                                  "backbone.encoder.layer.", names[:3])
+    if unknown:
+        raise CheckpointError(f"{name}: {len(unknown)} keys are not part of a Video Depth Anything network: "
+                              f"{', '.join(sorted(unknown)[:8])}. Use the official video_depth_anything_vits.pth "
+                              "(or _vitb, _vitl) as downloaded.")
     return converted
 
 
@@ -261,10 +368,46 @@ def dpt_hybrid_config(sd):
     )
 
 
+def vda_configs(sd, name="file"):
+    """(transformers Dinov2Config, DepthAnythingConfig) for Video Depth Anything weights `sd`
+    (VideoDepthNetwork names), from their shapes. For video_depth_anything_vits.pth: ViT-S/14
+    (384 wide, 12 layers, 6 heads, MLP 1536, layer scale, LayerNorm eps 1e-6, 37x37 position table),
+    neck (48, 96, 192, 384) with factors (4, 2, 1, 0.5), fusion 64, head 32. Head count is not stored
+    in the weights: hidden_size // 64, as in every DINOv2 size."""
+    from transformers import DepthAnythingConfig, Dinov2Config
+
+    hidden = sd["backbone.embeddings.cls_token"].shape[-1]
+    layers = _count(sd, "backbone.encoder.layer.", "norm1.weight")
+    if layers not in video_depth.READOUT_LAYERS:
+        raise CheckpointError(f"{name}: a {layers}-layer encoder; Video Depth Anything Small, Base and Large "
+                              f"have {' or '.join(map(str, sorted(video_depth.READOUT_LAYERS)))}.")
+    backbone = Dinov2Config(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        mlp_ratio=sd["backbone.encoder.layer.0.mlp.fc1.weight"].shape[0] // hidden,
+        layer_norm_eps=1e-6,
+        image_size=math.isqrt(sd["backbone.embeddings.position_embeddings"].shape[1] - 1) * video_depth.PATCH,
+        patch_size=video_depth.PATCH,
+        layerscale_value=1.0,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=hidden,
+        patch_size=video_depth.PATCH,
+        neck_hidden_sizes=[sd[f"neck.reassemble_stage.layers.{i}.projection.weight"].shape[0] for i in range(4)],
+        reassemble_factors=[4, 2, 1, 0.5],
+        fusion_hidden_size=sd["neck.convs.0.weight"].shape[0],
+        head_hidden_size=sd["head.conv2.weight"].shape[0],
+    )
+    return backbone, config
+
+
 # ---------------------------------------------------------------- loading
 
 def detect_layout(sd):
-    """('midas' | 'dpt' | 'depth_anything', state dict without nesting prefix); CheckpointError otherwise."""
+    """('midas' | 'dpt' | 'depth_anything' | 'video_depth_anything', state dict without nesting
+    prefix), or (None, sd) for anything else."""
     for nesting in MIDAS_NESTINGS:
         if nesting + MIDAS_MARKER in sd:
             return "midas", {k[len(nesting):]: v for k, v in sd.items() if k.startswith(nesting)}
@@ -272,6 +415,8 @@ def detect_layout(sd):
         return "dpt", sd
     if any(k.startswith("backbone.embeddings.") for k in sd) and any(k.startswith("head.") for k in sd):
         return "depth_anything", sd
+    if VDA_MARKER in sd:
+        return "video_depth_anything", sd
     return None, sd
 
 
@@ -281,7 +426,8 @@ def _describe_other(sd):
     if any(k.startswith("model.diffusion_model.") for k in sd):
         return "it is a diffusion model checkpoint without a depth network (the released model.ckpt has one)"
     if any(k.startswith("pretrained.") for k in sd):
-        return "it looks like an original Depth Anything / DPT release file, which is not supported"
+        return ("it looks like an original Depth Anything (single image) / DPT release file, which is not "
+                "supported (Video Depth Anything's video_depth_anything_*.pth is)")
     return "it is not a depth estimator"
 
 
@@ -324,15 +470,15 @@ def _from_pretrained(folder, model_type, name):
     return network.float().eval().requires_grad_(False)
 
 
-def _build(network_class, config, sd, name, unused_prefixes=()):
-    """network_class(config) with the weights of sd, built without random initialisation."""
+def _build(make_network, sd, name, unused_prefixes=()):
+    """make_network() with the weights of sd, built without random initialisation."""
     with torch.device("meta"):
-        network = network_class(config)
+        network = make_network()
     missing, unexpected = network.load_state_dict(sd, strict=False, assign=True)
     missing = [k for k in missing if not k.startswith(unused_prefixes)]
     unexpected = [k for k in unexpected if not k.startswith(unused_prefixes)]
     if missing or unexpected:
-        raise CheckpointError(f"{name}: the weights do not fit {network_class.__name__}: missing "
+        raise CheckpointError(f"{name}: the weights do not fit {type(network).__name__}: missing "
                               f"{sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
                               f"{sorted(unexpected)[:5]}{' ...' if len(unexpected) > 5 else ''}.")
     for module_name, module in network.named_modules():  # unused tensors absent from the file
@@ -359,35 +505,57 @@ def load_depth_estimator(path, dtype=torch.float32):
     if layout is None:
         raise CheckpointError(f"{name} holds no supported depth network: {_describe_other(sd)}. Use "
                               "dpt_hybrid-midas-501f0c75.pt, Intel/dpt-hybrid-midas or Depth Anything V2 "
-                              "(transformers format), or the Make-Your-Video model.ckpt.")
+                              "(transformers format), video_depth_anything_vits.pth, or the Make-Your-Video "
+                              "model.ckpt.")
     if layout == "depth_anything":
         raise CheckpointError(f"{name}: Depth Anything weights need their config.json in the same folder "
                               "(download the whole transformers model folder).")
     from transformers import DPTForDepthEstimation
     sd = {k: read(v) for k, v in sd.items()}  # only the depth network's tensors, e.g. of a whole model.ckpt
+    if layout == "video_depth_anything":
+        sd = convert_vda_state_dict(sd, name)
+        configs = vda_configs(sd, name)
+        metric = weights.name.startswith(VDA_METRIC_PREFIX)
+        network = _build(lambda: video_depth.VideoDepthNetwork(*configs, metric=metric), sd, name)
+        return DepthEstimator(network.to(dtype), "video_depth_anything")
     if layout == "midas":
         sd = convert_midas_state_dict(sd, name)
-    network = _build(DPTForDepthEstimation, dpt_hybrid_config(sd), sd, name, DPT_UNUSED_PREFIXES)
+    config = dpt_hybrid_config(sd)
+    network = _build(lambda: DPTForDepthEstimation(config), sd, name, DPT_UNUSED_PREFIXES)
     return DepthEstimator(network.to(dtype), "midas")
 
 
 # ---------------------------------------------------------------- running
 
 class DepthEstimator(torch.nn.Module):
-    """A transformers depth network with its pre-processing: frames in [0, 1] -> relative inverse depth."""
+    """A depth network with its pre-processing: frames in [0, 1] -> relative inverse depth.
 
-    def __init__(self, network, kind):
+    short_side: the short side of the input of Depth Anything and Video Depth Anything (518, their
+    training size; the official infer_video_depth takes it as `input_size`, smaller is faster and
+    coarser).
+    """
+
+    def __init__(self, network, kind, short_side=DEPTH_ANYTHING_SIZE):
         super().__init__()
-        if kind not in ("midas", "depth_anything"):
+        if kind not in KINDS:
             raise ValueError(f"unknown estimator kind {kind!r}")
         self.network = network
         self.kind = kind
+        self.short_side = short_side
+
+    @property
+    def preferred_normalize(self):
+        """The normalisation this estimator's depth fits best (PREFERRED_NORMALIZE)."""
+        return PREFERRED_NORMALIZE[self.kind]
 
     def input_size(self, height, width):
         """The network's input (height, width) for frames of that size."""
         if self.kind == "midas":
             return MIDAS_SIZE, MIDAS_SIZE  # aspect not kept, as in Make-Your-Video
-        return depth_anything_size(height, width)
+        short_side = self.short_side
+        if self.kind == "video_depth_anything":
+            short_side = video_depth.vda_input_size(height, width, short_side)
+        return depth_anything_size(height, width, short_side)
 
     def bytes_per_frame(self, height, width):
         """Memory one frame of a batch takes in the network, rounded up: the DPT head's convolutions
@@ -410,7 +578,10 @@ class DepthEstimator(torch.nn.Module):
         return (resized - mean) / std
 
     def forward(self, pixel_values):
-        """Network input -> (B, h, w) relative inverse depth in the network's dtype."""
+        """Network input -> (B, h, w) relative inverse depth in the network's dtype (Video Depth
+        Anything: B frames as one window, at most video_depth.INFER_LEN)."""
+        if self.kind == "video_depth_anything":
+            return self.network(pixel_values)
         return self.network(pixel_values=pixel_values).predicted_depth
 
     def postprocess(self, depth, size):
@@ -436,13 +607,13 @@ class DepthEstimator(torch.nn.Module):
         return self.postprocess(self.estimate_native(frames), frames.shape[-2:])
 
 
-def depth_anything_size(height, width):
-    """Depth Anything's input size: aspect kept, short side 518, both sides multiples of 14 (>= 518)."""
-    scale = DEPTH_ANYTHING_SIZE / min(height, width)
+def depth_anything_size(height, width, size=DEPTH_ANYTHING_SIZE):
+    """Depth Anything's input size: aspect kept, short side `size`, both sides multiples of 14 (>= size)."""
+    scale = size / min(height, width)
 
     def snap(side):
         value = round(side * scale / DEPTH_ANYTHING_MULTIPLE) * DEPTH_ANYTHING_MULTIPLE
-        if value < DEPTH_ANYTHING_SIZE:
+        if value < size:
             value = math.ceil(side * scale / DEPTH_ANYTHING_MULTIPLE) * DEPTH_ANYTHING_MULTIPLE
         return int(value)
 
@@ -471,11 +642,15 @@ def estimate_depth_and_native(estimator, images, batch_size=8, before_batch=None
     post-processing (MiDaS: bicubic).
 
     Frames go through the network `batch_size` at a time; before_batch() runs before each batch
-    (where a cancel lands), after_batch(n) after each with its frame count.
+    (where a cancel lands), after_batch(n) after each with its number of steps (estimate_steps).
+    Video Depth Anything runs the whole clip in aligned windows (video_depth.estimate_clip, a step
+    per window), `batch_size` frames at a time in the frame-wise parts of its network.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     frames = frames_from_images(images)
+    if estimator.kind == "video_depth_anything":
+        return video_depth.estimate_clip(estimator, frames, batch_size, before_batch, after_batch)
     sized, native = [], []
     for start in range(0, frames.shape[0], batch_size):
         if before_batch is not None:
@@ -487,6 +662,14 @@ def estimate_depth_and_native(estimator, images, batch_size=8, before_batch=None
         if after_batch is not None:
             after_batch(batch.shape[0])
     return torch.cat(sized), torch.cat(native)
+
+
+def estimate_steps(estimator, frame_count):
+    """How many steps estimate_depth_and_native reports for a clip: its windows for Video Depth
+    Anything, its frames for the others."""
+    if estimator.kind == "video_depth_anything":
+        return video_depth.window_count(frame_count)
+    return frame_count
 
 
 def estimate_depth(estimator, images, batch_size=8, before_batch=None, after_batch=None):

@@ -10,7 +10,7 @@ import comfy.utils
 import folder_paths
 
 from ..myv_core.depth_estimation import (NORMALIZE_MODES, NativeDepth, depth_images, estimate_depth_and_native,
-                                         load_depth_estimator)
+                                         estimate_steps, load_depth_estimator)
 from ..myv_core.tensor_file import release_freed_memory
 from .loaders import MODEL_FOLDER, register_model_folder
 
@@ -23,6 +23,9 @@ AUX_PACK = "comfyui_controlnet_aux"
 AUX_FILES = ("dpt_hybrid-midas-501f0c75.pt",)
 AUX_PREFIX = AUX_PACK + "/"
 MYV_PREFIX = MODEL_FOLDER + "/"
+# MYV Estimate Depth's normalize: "estimator" (appended, the default for new nodes) takes the one the
+# loaded estimator's depth fits best; saved workflows keep the value they were saved with.
+ESTIMATOR_NORMALIZE = "estimator"
 
 register_model_folder(ESTIMATOR_FOLDER, folder_paths.supported_pt_extensions)
 
@@ -57,16 +60,18 @@ def estimator_path(name):
     path = folder_paths.get_full_path(ESTIMATOR_FOLDER, name)
     if path is None:
         raise ValueError(f"model_name: '{name}' was not found in models/{ESTIMATOR_FOLDER}/; put "
-                         "dpt_hybrid-midas-501f0c75.pt or a transformers model folder there and refresh the browser.")
+                         "dpt_hybrid-midas-501f0c75.pt, video_depth_anything_vits.pth or a transformers model "
+                         "folder there and refresh the browser.")
     return path
 
 
 def torch_dtype(dtype, load_device, kind):
     """fp32 for the MiDaS network (its official precision) and on the CPU; auto gives Depth Anything
-    fp16 on devices where ComfyUI uses fp16."""
+    and Video Depth Anything (whose official code runs in fp16 autocast on GPUs) fp16 on devices where
+    ComfyUI uses fp16."""
     if dtype != "auto":
         return DTYPES[dtype]
-    if kind == "depth_anything" and comfy.model_management.should_use_fp16(load_device):
+    if kind in ("depth_anything", "video_depth_anything") and comfy.model_management.should_use_fp16(load_device):
         return torch.float16
     return torch.float32
 
@@ -87,17 +92,20 @@ class MYVDepthEstimatorLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (estimator_names(), {"tooltip": f"dpt_hybrid-midas-501f0c75.pt (what Make-Your-Video was "
-                                                          f"trained with), a transformers folder's model.safetensors "
+                                                          f"trained with), video_depth_anything_vits.pth (steady depth "
+                                                          f"for videos), a transformers folder's model.safetensors "
                                                           f"(Intel/dpt-hybrid-midas, Depth Anything V2) in "
                                                           f"models/{ESTIMATOR_FOLDER}/, or a Make-Your-Video checkpoint"}),
             "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU, offloaded when idle"}),
-            "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "auto: fp32 for MiDaS, fp16 for Depth Anything on GPUs"}),
+            "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "auto: fp32 for MiDaS, fp16 for (Video) Depth "
+                                                                        "Anything on GPUs"}),
         }}
 
     RETURN_TYPES = (ESTIMATOR_TYPE,)
     FUNCTION = "load"
     CATEGORY = "MakeYourVideo"
-    DESCRIPTION = "Loads a depth estimator: MiDaS DPT-Hybrid (as Make-Your-Video was trained) or Depth Anything V2."
+    DESCRIPTION = ("Loads a depth estimator: MiDaS DPT-Hybrid (as Make-Your-Video was trained), Depth Anything V2, "
+                   "or Video Depth Anything (temporally consistent over the whole clip).")
 
     def load(self, model_name, device, dtype):
         if device == "cpu":
@@ -117,10 +125,16 @@ class MYVEstimateDepth:
         return {"required": {
             "estimator": (ESTIMATOR_TYPE,),
             "images": ("IMAGE", {"tooltip": "the clip's frames"}),
-            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "frames per network call at most (fewer when the free memory holds fewer)"}),
-            "normalize": (list(NORMALIZE_MODES), {"default": "per_frame", "tooltip":
+            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip":
+                           "frames per network call at most (fewer when the free memory holds fewer). Video "
+                           "Depth Anything always runs 32-frame windows (its temporal layers see all 32); "
+                           "batch_size frames at a time go through its per-frame parts: lower uses less "
+                           "memory, the depth is the same"}),
+            "normalize": ([*NORMALIZE_MODES, ESTIMATOR_NORMALIZE], {"default": ESTIMATOR_NORMALIZE, "tooltip":
                           "per_frame: each map spans black..white, as the model was trained. per_clip: one "
-                          "min/max for the whole clip, steadier brightness (use per_clip in MYV Apply Depth too)."}),
+                          "min/max for the whole clip, steadier brightness (use per_clip in MYV Apply Depth too). "
+                          "estimator: what the loaded estimator fits best: per_clip for Video Depth Anything "
+                          "(one consistent depth for the clip), per_frame for MiDaS and Depth Anything."}),
             "temporal_smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip":
                                    "0 = off. Each frame becomes a weighted mean of the clip's frames, weight "
                                    "smoothing^distance (symmetric, no lag). 0.3 calms flicker; higher values "
@@ -142,16 +156,18 @@ class MYVEstimateDepth:
                    "at the estimator's own size, for the official depth channel.")
 
     def estimate(self, estimator, images, batch_size, normalize, temporal_smoothing=0.0):
+        if normalize == ESTIMATOR_NORMALIZE:
+            normalize = estimator.model.preferred_normalize
         comfy.model_management.load_models_gpu([estimator])
         batch_size = frames_that_fit(estimator, images, batch_size)
-        progress = comfy.utils.ProgressBar(images.shape[0] if images.ndim == 4 else 1)
+        progress = comfy.utils.ProgressBar(estimate_steps(estimator.model, images.shape[0] if images.ndim == 4 else 1))
 
-        def frames_done(count):
+        def steps_done(count):  # frames, or windows for Video Depth Anything
             for _ in range(count):
                 progress.update(1)
 
         raw, native = estimate_depth_and_native(
             estimator.model, images, batch_size,
-            before_batch=comfy.model_management.throw_exception_if_processing_interrupted, after_batch=frames_done)
+            before_batch=comfy.model_management.throw_exception_if_processing_interrupted, after_batch=steps_done)
         out = depth_images(raw, normalize, temporal_smoothing).to(comfy.model_management.intermediate_device())
         return out, NativeDepth(native, estimator.model.kind, normalize, temporal_smoothing, image=out)

@@ -35,27 +35,33 @@ FRAME_SEED = 99
 FRAME_SIZE = (96, 128)  # (height, width): not square, not 384, so both resizes are exercised
 
 
-def seeded_midas_weights(manifest, seed=WEIGHT_SEED):
+def seeded_weights(manifest, seed, positive_bias, scale_suffixes=(".weight",)):
     """Deterministic float32 weights for every key of `manifest` ([[key, shape], ...]), CPU only.
 
     Scaled so activations stay of order one through the whole network: matrices and kernels
-    ~ N(0, 1/fan_in), normalisation scales ~ 1 + N(0, 0.1), biases and embeddings ~ N(0, 0.02).
-    The last bias is positive so the final ReLU lets a non-trivial depth map through.
+    ~ N(0, 1/fan_in), 1-D scales (keys ending in one of `scale_suffixes`: normalisation weights,
+    layer scales) ~ 1 + N(0, 0.1), biases and embeddings ~ N(0, 0.02). The bias `positive_bias` of
+    the last layer is 0.5 so the final ReLU lets a non-trivial depth map through.
     """
     g = torch.Generator().manual_seed(seed)
     weights = {}
     for key, shape in manifest:
         shape = tuple(shape)
         noise = torch.randn(shape, generator=g, dtype=torch.float32)
-        if len(shape) == 1 and key.endswith(".weight"):
+        if len(shape) == 1 and key.endswith(scale_suffixes):
             value = 1.0 + 0.1 * noise
         elif len(shape) >= 2 and key.endswith(".weight"):
             value = noise / math.sqrt(math.prod(shape[1:]))
         else:
             value = 0.02 * noise
         weights[key] = value
-    weights["scratch.output_conv.4.bias"] = torch.full_like(weights["scratch.output_conv.4.bias"], 0.5)
+    weights[positive_bias] = torch.full_like(weights[positive_bias], 0.5)
     return weights
+
+
+def seeded_midas_weights(manifest, seed=WEIGHT_SEED):
+    """The seeded weights (seeded_weights) the MiDaS reference was made with."""
+    return seeded_weights(manifest, seed, "scratch.output_conv.4.bias")
 
 
 def seeded_frame(seed=FRAME_SEED, size=FRAME_SIZE):

@@ -19,6 +19,7 @@ from myv_core.depth import depth_from_image, depth_to_latent
 from myv_core.depth_estimation import dpt_state_dict_to_midas
 from test_depth import PHOTOGRAPHS, official_get_batch_depth, photo_like_clip, photograph_clip
 from test_depth_estimation import frames, seeded, tiny_dpt_config
+from test_video_depth import reference, save_official_vda
 from tiny_models import tiny_unet
 
 transformers = pytest.importorskip("transformers")
@@ -68,7 +69,8 @@ def test_nodes_are_registered_with_their_inputs(pack):
     assert loader.RETURN_TYPES == ("MYV_DEPTH_ESTIMATOR",)
     inputs = estimator.INPUT_TYPES()["required"]
     assert list(inputs) == ESTIMATE_INPUTS
-    assert inputs["normalize"][0] == ["per_frame", "per_clip"] and inputs["temporal_smoothing"][1]["default"] == 0.0
+    assert inputs["normalize"][0] == ["per_frame", "per_clip", "estimator"] and inputs["temporal_smoothing"][1]["default"] == 0.0
+    assert inputs["normalize"][1]["default"] == "estimator"  # new nodes; saved ones keep their value
     assert estimator.RETURN_TYPES == ("IMAGE", NATIVE_DEPTH) and estimator.RETURN_NAMES == ("depth", "native_depth")
     assert "MYV Estimate Depth" in pack.NODE_DISPLAY_NAME_MAPPINGS.values()
     # native_depth (and the long-video sampler's noise) are appended as optional inputs, so the public
@@ -141,32 +143,42 @@ def test_per_clip_and_smoothing_reach_the_output(pack, estimator_dir):
     assert flicker(smoothed) < flicker(per_frame)
 
 
-def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir, unthrottled_progress):
-    estimator = load(pack)
-    images = frames(5, 24, 24)
+def progress_calls(pack, estimator, images, batch_size):
+    """The (value, total) pairs MYV Estimate Depth hands ComfyUI's progress hook."""
     calls = []
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
     try:
-        estimate(pack, estimator, images, batch_size=2)
+        estimate(pack, estimator, images, batch_size=batch_size)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
-    assert calls == [(i, 5) for i in range(1, 6)]
+    return calls
 
-    batches = []
 
-    def cancel_after_first_frame(value, total, preview, node_id=None):
-        batches.append(value)
+def progress_until_cancel(pack, estimator, images, batch_size):
+    """The progress values seen when Cancel is pressed at the first one (the run must raise)."""
+    values = []
+
+    def cancel_at_first_step(value, total, preview, node_id=None):
+        values.append(value)
         if value == 1:
             comfy.model_management.interrupt_current_processing(True)
 
-    comfy.utils.set_progress_bar_global_hook(cancel_after_first_frame)
+    comfy.utils.set_progress_bar_global_hook(cancel_at_first_step)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            estimate(pack, estimator, images, batch_size=2)
+            estimate(pack, estimator, images, batch_size=batch_size)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
-    assert batches == [1, 2]  # the first batch finished, the second never started
+    return values
+
+
+def test_progress_once_per_frame_and_cancel_between_batches(pack, estimator_dir, unthrottled_progress):
+    estimator = load(pack)
+    images = frames(5, 24, 24)
+    assert progress_calls(pack, estimator, images, 2) == [(i, 5) for i in range(1, 6)]
+    # the first batch finished, the second never started
+    assert progress_until_cancel(pack, estimator, images, 2) == [1, 2]
 
 
 @pytest.mark.parametrize("free_frames, batches", [(0.5, [1] * 5), (3.5, [3, 2]), (100.0, [4, 1])])
@@ -380,3 +392,53 @@ def test_depth_channel_before_and_after_on_photographs(pack, estimator_dir, tiny
     print(f"\n{name}: ComfyUI {comfyui_version()}, tiny DPT-Hybrid, 16 frames 256x256 -> 32x32: before max "
           f"{before[0]:.2e} mean {before[1]:.2e}; after max {after[0]:.2e} mean {after[1]:.2e}")
     assert after[0] <= 1e-3 and before[0] > 1e-3
+
+
+# ---------------------------------------------------------------- Video Depth Anything
+
+VDA_NAME = "video_depth_anything_vits.pth"
+
+
+@pytest.fixture(scope="module")
+def vda_dir(pack, tmp_path_factory):
+    """A depth_estimators folder with the official Small layout on the reference's seeded weights."""
+    folder = tmp_path_factory.mktemp("vda_models")
+    save_official_vda(folder / VDA_NAME)
+    folder_paths.add_model_folder_path("depth_estimators", str(folder))
+    yield folder
+    folder_paths.folder_names_and_paths["depth_estimators"][0].remove(str(folder))
+
+
+def load_vda(pack, input_size):
+    """MYV Depth Estimator Loader on the official file; the reference's input size (the official
+    infer_video_depth's parameter) instead of 518 keeps the test fast."""
+    patcher = load(pack, VDA_NAME)
+    patcher.model.short_side = input_size
+    return patcher
+
+
+def test_estimate_depth_matches_official_video_depth_anything(pack, vda_dir):
+    """46 real frames, three windows: MYV Estimate Depth's per-clip depth IMAGE equals the official
+    infer_video_depth normalised over the clip, within 1e-3 (measured: 1e-5)."""
+    images, official, _, input_size = reference()
+    names = pack.nodes.depth_estimation.MYVDepthEstimatorLoader.INPUT_TYPES()["required"]["model_name"][0]
+    assert VDA_NAME in names
+    estimator = load_vda(pack, input_size)
+    depth, native = estimate_both(pack, estimator, images, batch_size=8, normalize="estimator")
+    expected = (official - official.min()) / (official.max() - official.min())
+    assert depth.shape == (46, 45, 80, 3) and (depth[..., 0] - expected).abs().max() <= 1e-3
+    assert native.normalize == "per_clip" and native.kind == "video_depth_anything"
+    assert native.raw.shape == (46, 1, 56, 98)
+    assert torch.equal(depth, estimate(pack, estimator, images, batch_size=8, normalize="per_clip"))
+
+
+def test_video_depth_anything_progress_per_window_and_cancel(pack, vda_dir, unthrottled_progress):
+    images, _, _, input_size = reference()
+    estimator = load_vda(pack, input_size)
+    assert progress_calls(pack, estimator, images, 8) == [(1, 3), (2, 3), (3, 3)]
+    assert progress_until_cancel(pack, estimator, images, 8) == [1]  # the second window never started
+
+
+def test_estimator_normalisation_keeps_midas_per_frame(pack, estimator_dir):
+    images = frames(3, 24, 24)
+    assert torch.equal(estimate(pack, load(pack), images, normalize="estimator"), estimate(pack, load(pack), images))
