@@ -116,13 +116,15 @@ def build_clip(parts, model_config, name, dtype=None):
         logging.warning("Make-Your-Video: %s has no text encoder; CLIP output is None (load an SD2 "
                         "OpenCLIP-H text encoder separately).", name)
         return None
+    if dtype is None:  # what comfy.sd.CLIP would pick (fp16 on every device unless told otherwise)
+        dtype = comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())
     # Read in the CLIP's dtype: the file's fp32 copy of the encoder is not held beside the fp16 one.
     sd = model_config.process_clip_state_dict({"cond_stage_model." + k: read(v, dtype)
                                                for k, v in parts.text_encoder.items()})
     clip = comfy.sd.CLIP(model_config.clip_target(state_dict=sd),
                          embedding_directory=folder_paths.get_folder_paths("embeddings"),
                          tokenizer_data=sd, parameters=comfy.utils.calculate_parameters(sd),
-                         model_options={} if dtype is None else {"dtype": dtype})
+                         model_options={"dtype": dtype})
     missing, _ = clip.load_sd(sd, full_model=True)
     missing = [k for k in missing if ".logit_scale" not in k and "text_projection" not in k]
     if missing:
