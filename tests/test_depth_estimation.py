@@ -144,7 +144,9 @@ def test_midas_numeric_parity_with_official_code(manifest, fixtures_dir):
     assert not unexpected and not missing
     estimator = DepthEstimator(network.eval(), "midas")
     frame = reference["frame"]
-    assert torch.equal(frame, generator.seeded_frame())
+    # The generator still makes the stored frame (to the last bit but one: bilinear interpolation's
+    # rounding depends on the thread count, 1.2e-7 with one thread).
+    torch.testing.assert_close(frame, generator.seeded_frame(), rtol=0, atol=1e-6)
     with torch.no_grad():
         depth_384 = estimator(estimator.preprocess(frame)).unsqueeze(1)
     depth = estimator.estimate(frame)
