@@ -30,11 +30,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
-from myv_core.depth_estimation import (DepthEstimator, convert_vda_state_dict, estimate_depth_and_native,  # noqa: E402
-                                       vda_configs)
+from myv_core.depth_estimation import (KINDS, DepthEstimator, convert_vda_state_dict,  # noqa: E402
+                                       estimate_depth_and_native, vda_configs)
 from myv_core.video_depth import VideoDepthNetwork, window_count  # noqa: E402
 
-KINDS = ("midas", "depth_anything", "video_depth_anything")
 NAMES = {"midas": "MiDaS DPT-Hybrid", "depth_anything": "Depth Anything V2 Small",
          "video_depth_anything": "Video Depth Anything Small"}
 
