@@ -30,8 +30,10 @@ on it. A measurement, not a test: it prints, it asserts nothing.
 """
 
 import argparse
+import atexit
 import importlib.util
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -117,12 +119,12 @@ def main():
     import folder_paths
     version = (Path(comfyui) / "comfyui_version.py").read_text().split('"')[1]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        name = write_estimator(args.estimator, folder)
-        folder_paths.add_model_folder_path("depth_estimators", str(folder), is_default=True)
-        estimator = pack.nodes.depth_estimation.MYVDepthEstimatorLoader().load(name, "auto", "auto")[0]
-    network = estimator.model.network
+    folder = Path(tempfile.mkdtemp())  # MYV Estimate Depth reads the estimator file each run
+    atexit.register(shutil.rmtree, folder)
+    name = write_estimator(args.estimator, folder)
+    folder_paths.add_model_folder_path("depth_estimators", str(folder), is_default=True)
+    estimator = pack.nodes.depth_estimation.MYVDepthEstimatorLoader().load(name, "auto", "auto")[0]
+    network = estimator.load().model.network
     model = video_model(pack)
     latent_size = args.size // 8
     print(f"{time.strftime('%Y-%m-%d')}, ComfyUI {version}, torch {torch.__version__}, device {device}, estimator "

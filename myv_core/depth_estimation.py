@@ -449,14 +449,21 @@ def _weights_and_config(path):
     return weights, config
 
 
-def _from_pretrained(folder, model_type, name):
+def _from_pretrained(folder, model_type, name, read_weights=True):
     """A transformers folder through transformers' own loader (it knows the key renames between
-    transformers versions); local files only, never the hub."""
+    transformers versions); local files only, never the hub. read_weights=False: built from
+    config.json alone, on the meta device."""
     from transformers import DepthAnythingForDepthEstimation, DPTForDepthEstimation
 
     network_class = {"dpt": DPTForDepthEstimation, "depth_anything": DepthAnythingForDepthEstimation}[model_type]
     try:
-        network, info = network_class.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+        if read_weights:
+            network, info = network_class.from_pretrained(str(folder), local_files_only=True,
+                                                          output_loading_info=True)
+        else:
+            config = network_class.config_class.from_pretrained(str(folder), local_files_only=True)
+            with torch.device("meta"):
+                network, info = network_class(config), {}
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{name}: transformers could not load the folder '{Path(folder).name}' "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}); "
@@ -481,24 +488,35 @@ def _build(make_network, sd, name, unused_prefixes=()):
         raise CheckpointError(f"{name}: the weights do not fit {type(network).__name__}: missing "
                               f"{sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
                               f"{sorted(unexpected)[:5]}{' ...' if len(unexpected) > 5 else ''}.")
+    device = next(iter(sd.values())).device  # the meta device when nothing was read
     for module_name, module in network.named_modules():  # unused tensors absent from the file
         for tensor_name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if tensor.is_meta:
-                value = torch.zeros(tensor.shape, dtype=tensor.dtype)
+                value = torch.zeros(tensor.shape, dtype=tensor.dtype, device=device)
                 if isinstance(tensor, torch.nn.Parameter):
                     value = torch.nn.Parameter(value, requires_grad=False)
                 setattr(module, tensor_name, value)
     return network.eval().requires_grad_(False)
 
 
-def load_depth_estimator(path, dtype=torch.float32):
-    """A DepthEstimator for a weights file or transformers folder (see the module docstring), on the CPU."""
+def _meta(value):
+    """A stand-in of a file's tensor on the meta device: its shape and dtype, nothing read."""
+    return torch.empty(value.shape, dtype=value.dtype, device="meta")
+
+
+def load_depth_estimator(path, dtype=torch.float32, read_weights=True):
+    """A DepthEstimator for a weights file or transformers folder (see the module docstring), on the CPU.
+
+    read_weights=False reads no weight: the estimator is built on the meta device from the file's
+    index, which finds everything that can be wrong with the file (layout, keys, shapes) at once.
+    MYV Depth Estimator Loader checks a file so; MYV Estimate Depth reads the weights when it runs.
+    """
     path = Path(path)
     name = f"'{path.name}'"
     weights, config = _weights_and_config(path)
     model_type = (config or {}).get("model_type")
     if model_type in ("dpt", "depth_anything") and weights.name in TRANSFORMERS_WEIGHTS:
-        network = _from_pretrained(weights.parent, model_type, name)
+        network = _from_pretrained(weights.parent, model_type, name, read_weights)
         kind = "depth_anything" if model_type == "depth_anything" else "midas"
         return DepthEstimator(network.to(dtype), kind)
     layout, sd = detect_layout(file_state_dict(weights))
@@ -511,7 +529,8 @@ def load_depth_estimator(path, dtype=torch.float32):
         raise CheckpointError(f"{name}: Depth Anything weights need their config.json in the same folder "
                               "(download the whole transformers model folder).")
     from transformers import DPTForDepthEstimation
-    sd = {k: read(v) for k, v in sd.items()}  # only the depth network's tensors, e.g. of a whole model.ckpt
+    fetch = (lambda value: read(value, dtype)) if read_weights else _meta
+    sd = {k: fetch(v) for k, v in sd.items()}  # only the depth network's tensors, e.g. of a whole model.ckpt
     if layout == "video_depth_anything":
         sd = convert_vda_state_dict(sd, name)
         configs = vda_configs(sd, name)
@@ -620,8 +639,8 @@ def depth_anything_size(height, width, size=DEPTH_ANYTHING_SIZE):
     return snap(height), snap(width)
 
 
-def frames_from_images(images):
-    """(frames, H, W, C) IMAGE -> (frames, 3, H, W) float32 RGB; ValueError naming the input otherwise."""
+def check_images(images):
+    """ValueError naming the input unless images is an IMAGE batch of grey, RGB or RGBA frames."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images: expected an IMAGE batch (frames, height, width, channels), got {shape}.")
@@ -631,6 +650,12 @@ def frames_from_images(images):
     if channels not in (1, 3, 4):
         raise ValueError(f"images: expected 1, 3 or 4 channels (grey, RGB, RGBA), got {channels}; is the "
                          "batch in (frames, height, width, channels) order?")
+
+
+def frames_from_images(images):
+    """(frames, H, W, C) IMAGE -> (frames, 3, H, W) float32 RGB; ValueError naming the input otherwise."""
+    check_images(images)
+    channels = images.shape[-1]
     rgb = images[..., :3] if channels == 4 else images.expand(*images.shape[:3], 3)
     return rgb.permute(0, 3, 1, 2).float()
 

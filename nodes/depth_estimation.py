@@ -1,6 +1,7 @@
 """MYVDepthEstimatorLoader and MYVEstimateDepth: depth videos for MYVApplyDepth (or any ControlNet)."""
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -9,8 +10,9 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 
-from ..myv_core.depth_estimation import (NORMALIZE_MODES, NativeDepth, depth_images, estimate_depth_and_native,
-                                         estimate_steps, load_depth_estimator)
+from ..myv_core.depth_estimation import (NORMALIZE_MODES, PREFERRED_NORMALIZE, NativeDepth, check_images,
+                                         depth_images, estimate_depth_and_native, estimate_steps,
+                                         load_depth_estimator)
 from ..myv_core.tensor_file import release_freed_memory
 from .loaders import MODEL_FOLDER, register_model_folder
 
@@ -76,11 +78,30 @@ def torch_dtype(dtype, load_device, kind):
     return torch.float32
 
 
+class DepthEstimatorFile(NamedTuple):
+    """What MYV Depth Estimator Loader hands on: a depth estimator file, checked (no weight read), and
+    where and in which dtype it runs. MYV Estimate Depth reads the weights, runs and lets them go, so
+    they take no memory through sampling (MiDaS: 0.46 GiB in fp32, 1.3 GiB for Video Depth Anything
+    Large); ComfyUI reruns it only when its inputs change, and a read from the OS's file cache takes
+    about a second."""
+    path: Path
+    kind: str  # myv_core.depth_estimation.KINDS
+    dtype: torch.dtype
+    load_device: torch.device
+    offload_device: torch.device
+
+    def load(self):
+        """The estimator as a ModelPatcher, its weights read now, on the CPU."""
+        estimator = load_depth_estimator(self.path, self.dtype)
+        return comfy.model_patcher.ModelPatcher(estimator, load_device=self.load_device,
+                                                offload_device=self.offload_device)
+
+
 def frames_that_fit(estimator, images, batch_size):
     """batch_size, or fewer frames where fewer fit in the free memory of the estimator's device (as
     core VAE Decode sizes its batches; on a CPU that is the available RAM): after a model is loaded,
-    8 MiDaS frames at once would take 1.6 GiB more."""
-    if images.ndim != 4 or batch_size < 1:
+    8 MiDaS frames at once would take 1.6 GiB more. estimator: a loaded ModelPatcher."""
+    if batch_size < 1:
         return batch_size  # estimate_depth_and_native names the bad input
     per_frame = estimator.model.bytes_per_frame(images.shape[1], images.shape[2])
     free = comfy.model_management.get_free_memory(estimator.load_device)
@@ -96,7 +117,7 @@ class MYVDepthEstimatorLoader:
                                                           f"for videos), a transformers folder's model.safetensors "
                                                           f"(Intel/dpt-hybrid-midas, Depth Anything V2) in "
                                                           f"models/{ESTIMATOR_FOLDER}/, or a Make-Your-Video checkpoint"}),
-            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU, offloaded when idle"}),
+            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU"}),
             "dtype": (["auto", *DTYPES], {"default": "auto", "tooltip": "auto: fp32 for MiDaS, fp16 for (Video) Depth "
                                                                         "Anything on GPUs"}),
         }}
@@ -105,7 +126,8 @@ class MYVDepthEstimatorLoader:
     FUNCTION = "load"
     CATEGORY = "MakeYourVideo"
     DESCRIPTION = ("Loads a depth estimator: MiDaS DPT-Hybrid (as Make-Your-Video was trained), Depth Anything V2, "
-                   "or Video Depth Anything (temporally consistent over the whole clip).")
+                   "or Video Depth Anything (temporally consistent over the whole clip). The file is checked "
+                   "here; MYV Estimate Depth reads its weights when it runs and frees them after.")
 
     def load(self, model_name, device, dtype):
         if device == "cpu":
@@ -113,10 +135,9 @@ class MYVDepthEstimatorLoader:
         else:
             load_device = comfy.model_management.get_torch_device()
             offload_device = comfy.model_management.unet_offload_device()
-        estimator = load_depth_estimator(estimator_path(model_name))
-        estimator.to(torch_dtype(dtype, load_device, estimator.kind))
-        release_freed_memory()
-        return (comfy.model_patcher.ModelPatcher(estimator, load_device=load_device, offload_device=offload_device),)
+        path = estimator_path(model_name)
+        kind = load_depth_estimator(path, read_weights=False).kind
+        return (DepthEstimatorFile(path, kind, torch_dtype(dtype, load_device, kind), load_device, offload_device),)
 
 
 class MYVEstimateDepth:
@@ -156,18 +177,25 @@ class MYVEstimateDepth:
                    "at the estimator's own size, for the official depth channel.")
 
     def estimate(self, estimator, images, batch_size, normalize, temporal_smoothing=0.0):
+        check_images(images)
         if normalize == ESTIMATOR_NORMALIZE:
-            normalize = estimator.model.preferred_normalize
-        comfy.model_management.load_models_gpu([estimator])
-        batch_size = frames_that_fit(estimator, images, batch_size)
-        progress = comfy.utils.ProgressBar(estimate_steps(estimator.model, images.shape[0] if images.ndim == 4 else 1))
+            normalize = PREFERRED_NORMALIZE[estimator.kind]
+        raw, native = self.run(estimator.load(), images, batch_size)
+        release_freed_memory()  # the estimator is gone: its weights and activations leave the process
+        out = depth_images(raw, normalize, temporal_smoothing).to(comfy.model_management.intermediate_device())
+        return out, NativeDepth(native, estimator.kind, normalize, temporal_smoothing, image=out)
+
+    @staticmethod
+    def run(patcher, images, batch_size):
+        """(raw depth, native depth) of the frames, by the loaded estimator, with progress and cancel."""
+        comfy.model_management.load_models_gpu([patcher])
+        batch_size = frames_that_fit(patcher, images, batch_size)
+        progress = comfy.utils.ProgressBar(estimate_steps(patcher.model, images.shape[0]))
 
         def steps_done(count):  # frames, or windows for Video Depth Anything
             for _ in range(count):
                 progress.update(1)
 
-        raw, native = estimate_depth_and_native(
-            estimator.model, images, batch_size,
+        return estimate_depth_and_native(
+            patcher.model, images, batch_size,
             before_batch=comfy.model_management.throw_exception_if_processing_interrupted, after_batch=steps_done)
-        out = depth_images(raw, normalize, temporal_smoothing).to(comfy.model_management.intermediate_device())
-        return out, NativeDepth(native, estimator.model.kind, normalize, temporal_smoothing, image=out)

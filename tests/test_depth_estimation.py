@@ -177,6 +177,9 @@ def test_all_dpt_layouts_load_to_the_same_network(tmp_path, tiny_dpt, tiny_dpt_f
         estimator = load_depth_estimator(path)
         assert estimator.kind == "midas"
         assert torch.allclose(estimate_depth(estimator, images), expected, atol=1e-5, rtol=1e-5), path.name
+        checked = load_depth_estimator(path, read_weights=False)  # what MYV Depth Estimator Loader does
+        assert checked.kind == "midas" and all(t.is_meta for t in checked.state_dict().values()), path.name
+        assert checked.state_dict().keys() == estimator.state_dict().keys()
 
 
 def test_midas_path_equals_transformers_on_the_official_preprocessing(tiny_dpt):
@@ -236,18 +239,19 @@ def test_half_precision_estimator(tiny_dpt):
 
 # ---------------------------------------------------------------- errors
 
-def test_missing_and_wrong_files(tmp_path):
+@pytest.mark.parametrize("read_weights", [True, False])
+def test_missing_and_wrong_files(tmp_path, read_weights):
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_depth_estimator(tmp_path / "nothing.pt")
+        load_depth_estimator(tmp_path / "nothing.pt", read_weights=read_weights)
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 5, 3, 3)}, str(tmp_path / "unet.safetensors"))
     with pytest.raises(CheckpointError, match="no supported depth network: it is a diffusion model"):
-        load_depth_estimator(tmp_path / "unet.safetensors")
+        load_depth_estimator(tmp_path / "unet.safetensors", read_weights=read_weights)
     save_file({"encoder.weight": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CheckpointError, match="not a depth estimator"):
-        load_depth_estimator(tmp_path / "other.safetensors")
+        load_depth_estimator(tmp_path / "other.safetensors", read_weights=read_weights)
     (tmp_path / "empty_folder").mkdir()
     with pytest.raises(CheckpointError, match="without model.safetensors"):
-        load_depth_estimator(tmp_path / "empty_folder")
+        load_depth_estimator(tmp_path / "empty_folder", read_weights=read_weights)
 
 
 def test_image_batch_of_the_wrong_shape(tiny_dpt):

@@ -85,24 +85,25 @@ def test_loads_the_official_small_layout(vda):
         torch.Size(shape).numel() for key, shape in vda_manifest() if not key.endswith(".pe"))
 
 
-def test_wrong_files_are_refused_by_name(tmp_path, vda_file):
+@pytest.mark.parametrize("read_weights", [True, False])
+def test_wrong_files_are_refused_by_name(tmp_path, vda_file, read_weights):
     sd = torch.load(vda_file, weights_only=True)
     del sd["head.motion_modules.3.temporal_transformer.proj_out.weight"]
     torch.save(sd, tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="'cut.pth': the weights do not fit VideoDepthNetwork: missing "
                                               r"\['motion_modules.3.proj_out.weight'\]"):
-        load_depth_estimator(tmp_path / "cut.pth")
+        load_depth_estimator(tmp_path / "cut.pth", read_weights=read_weights)
     # Depth Anything V2's original single-image release: pretrained.* and depth_head.*
     torch.save({"pretrained.cls_token": torch.zeros(1, 1, 384), "depth_head.projects.0.weight": torch.zeros(1)},
                tmp_path / "depth_anything_v2_vits.pth")
     with pytest.raises(CheckpointError, match="'depth_anything_v2_vits.pth' holds no supported depth network: .*"
                                               "Video Depth Anything's video_depth_anything_"):
-        load_depth_estimator(tmp_path / "depth_anything_v2_vits.pth")
+        load_depth_estimator(tmp_path / "depth_anything_v2_vits.pth", read_weights=read_weights)
     sd = {k: v for k, v in torch.load(vda_file, weights_only=True).items()
           if not k.startswith("pretrained.blocks.") or k.split(".")[2] in ("0", "1")}
     torch.save(sd, tmp_path / "two_layers.pth")
     with pytest.raises(CheckpointError, match="'two_layers.pth': a 2-layer encoder"):
-        load_depth_estimator(tmp_path / "two_layers.pth")
+        load_depth_estimator(tmp_path / "two_layers.pth", read_weights=read_weights)
 
 
 def test_matches_the_official_windowed_inference_on_real_frames(vda):

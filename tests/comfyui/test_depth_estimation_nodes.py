@@ -1,5 +1,8 @@
 """MYVDepthEstimatorLoader and MYVEstimateDepth inside a real (in-process) ComfyUI."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -100,9 +103,9 @@ def test_every_route_gives_the_same_depth(pack, estimator_dir):
     assert reference.min() >= 0 and reference.max() <= 1 and reference.amax(dim=(1, 2, 3)).eq(1).all()
     assert torch.equal(reference[..., 0], reference[..., 1]) and torch.equal(reference[..., 0], reference[..., 2])
     for name in ("tiny_midas.pt", "comfyui_controlnet_aux/lllyasviel/Annotators/dpt_hybrid-midas-501f0c75.pt"):
-        patcher = load(pack, name)
-        assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
-        assert torch.allclose(estimate(pack, patcher, images), reference, atol=1e-4), name
+        estimator = load(pack, name)
+        assert estimator.kind == "midas" and isinstance(estimator.load(), comfy.model_patcher.ModelPatcher)
+        assert torch.allclose(estimate(pack, estimator, images), reference, atol=1e-4), name
 
 
 def test_depth_network_inside_a_make_your_video_checkpoint(pack, estimator_dir, model_dir, fixtures_dir, tiny_dpt):
@@ -188,11 +191,12 @@ def test_batches_hold_no_more_frames_than_the_free_memory(pack, estimator_dir, m
     estimator = load(pack)
     images = frames(5, 24, 24)
     reference = estimate(pack, estimator, images, batch_size=1)
-    per_frame = estimator.model.bytes_per_frame(24, 24)
+    per_frame = estimator.load().model.bytes_per_frame(24, 24)
     assert per_frame > 0
     seen = []
-    network = estimator.model.estimate_native
-    monkeypatch.setattr(estimator.model, "estimate_native", lambda batch: seen.append(len(batch)) or network(batch))
+    network = pack.myv_core.depth_estimation.DepthEstimator.estimate_native
+    monkeypatch.setattr(pack.myv_core.depth_estimation.DepthEstimator, "estimate_native",
+                        lambda self, batch: seen.append(len(batch)) or network(self, batch))
     monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: int(free_frames * per_frame))
     depth = estimate(pack, estimator, images, batch_size=4)
     assert seen == batches
@@ -216,22 +220,46 @@ def test_progress_through_comfyuis_own_throttling(pack, estimator_dir):
         assert values == [1, 2, 3, 4, 5], calls
 
 
-def test_second_run_reuses_the_loaded_estimator(pack, estimator_dir, monkeypatch):
-    estimator = load(pack)
-    network = estimator.model
-    loads = []
-    original = pack.nodes.depth_estimation.load_depth_estimator
-    monkeypatch.setattr(pack.nodes.depth_estimation, "load_depth_estimator",
-                        lambda *a, **k: loads.append(a) or original(*a, **k))
+def test_loader_reads_no_weights_and_estimate_lets_them_go(pack, estimator_dir, monkeypatch):
+    """The loader checks the file on the meta device; MYV Estimate Depth reads the weights, and after
+    it returns nothing holds them (not even until a garbage collection), so they take no memory
+    through sampling. A second run reads them again and gives the same depth."""
+    module = pack.myv_core.depth_estimation
+    reads, networks = [], []
+    original_read, original_load = module.read, pack.nodes.depth_estimation.load_depth_estimator
+    monkeypatch.setattr(module, "read", lambda *a, **k: reads.append(a) or original_read(*a, **k))
+    estimator = load(pack, "tiny_midas.pt")
+    assert not reads and estimator.kind == "midas"
+
+    def load_depth_estimator(*args, **kwargs):
+        networks.append(weakref.ref(network := original_load(*args, **kwargs)))
+        return network
+
+    monkeypatch.setattr(pack.nodes.depth_estimation, "load_depth_estimator", load_depth_estimator)
     images = frames(2, 24, 24)
-    first = estimate(pack, estimator, images)
-    second = estimate(pack, estimator, images)
-    assert torch.equal(first, second) and estimator.model is network and not loads
+    gc.disable()
+    try:
+        first = estimate(pack, estimator, images)
+        assert reads and len(networks) == 1 and networks[0]() is None
+        second = estimate(pack, estimator, images)
+        assert len(networks) == 2 and networks[1]() is None
+    finally:
+        gc.enable()
+    assert torch.equal(first, second)
+
+
+def test_bad_images_are_named_before_the_weights_are_read(pack, estimator_dir, monkeypatch):
+    estimator = load(pack)
+    monkeypatch.setattr(pack.nodes.depth_estimation, "load_depth_estimator",
+                        lambda *a, **k: pytest.fail("weights read for a bad input"))
+    with pytest.raises(ValueError, match="images: expected 1, 3 or 4 channels"):
+        estimate(pack, estimator, torch.rand(2, 3, 24, 24))
 
 
 def test_bf16_estimator(pack, estimator_dir):
     estimator = load(pack, dtype="bf16")
-    assert {p.dtype for p in estimator.model.parameters()} == {torch.bfloat16}
+    assert estimator.dtype == torch.bfloat16
+    assert {p.dtype for p in estimator.load().model.parameters()} == {torch.bfloat16}
     out = estimate(pack, estimator, frames(2, 24, 24))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
@@ -412,9 +440,13 @@ def vda_dir(pack, tmp_path_factory):
 def load_vda(pack, input_size):
     """MYV Depth Estimator Loader on the official file; the reference's input size (the official
     infer_video_depth's parameter) instead of 518 keeps the test fast."""
-    patcher = load(pack, VDA_NAME)
-    patcher.model.short_side = input_size
-    return patcher
+    class SmallInput(pack.nodes.depth_estimation.DepthEstimatorFile):
+        def load(self):
+            patcher = super().load()
+            patcher.model.short_side = input_size
+            return patcher
+
+    return SmallInput(*load(pack, VDA_NAME))
 
 
 def test_estimate_depth_matches_official_video_depth_anything(pack, vda_dir):

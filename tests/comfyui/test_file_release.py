@@ -70,8 +70,10 @@ def test_depth_estimator_loader(pack, release_file, release_sd, tmp_path):
     folder_paths.add_model_folder_path("depth_estimators", str(midas.parent), is_default=True)
     try:
         loader = pack.nodes.depth_estimation.MYVDepthEstimatorLoader()
-        loader.load(f"makeyourvideo/{release_file.name}", "auto", "fp32")
-        loader.load(midas.name, "auto", "fp32")
+        for name in (f"makeyourvideo/{release_file.name}", midas.name):  # checked, then read by the estimate
+            estimator = loader.load(name, "auto", "fp32")[0]
+            pack.nodes.depth_estimation.MYVEstimateDepth().estimate(estimator, torch.rand(1, 16, 16, 3), 1,
+                                                                    "per_frame", 0.0)
     finally:
         folder_paths.folder_names_and_paths["depth_estimators"][0].remove(str(midas.parent))
     assert file_mappings(release_file) == [] and file_mappings(midas) == []
