@@ -91,13 +91,32 @@ def read(value, dtype=None):
     return value.load(dtype) if isinstance(value, FileTensor) else cast(value, dtype)
 
 
-def load_into(module, sd, dtype=None):
+def load_into(module, sd, dtype=None, convert=None):
     """module.load_state_dict(sd, strict=False), one owning module at a time: (missing, unexpected).
 
     Each module's tensors are read, cast and loaded, then dropped, so a model is never held twice
     (file tensors and cast copies) beyond one module's weights. Each module's own
     _load_from_state_dict runs (ComfyUI's ops adopt or copy as they do for a whole state dict).
+    convert: renames one owning module's tensors, read, to the module's names (it may split a tensor
+    into several), e.g. a ComfyUI model config's process_clip_state_dict.
     """
+    groups = {}  # owning module's name in the file -> its keys
+    for key in sd:
+        groups.setdefault(key.rpartition(".")[0], []).append(key)
+    loaded, unexpected = set(), []
+    for keys in groups.values():
+        local = {key: read(sd[key], dtype) for key in keys}
+        if convert is not None:
+            local = convert(local)
+        unexpected.extend(_load_owned(module, local))
+        loaded.update(local)
+        del local  # before the next module's tensors are read
+    missing = sorted(set(module.state_dict()) - loaded)
+    return missing, unexpected
+
+
+def _load_owned(module, sd):
+    """Loads sd (tensors in module's names) into each owning submodule: the keys none takes."""
     owners = {}  # owning module's name -> {tensor name in it: key in sd}
     for key in sd:
         owner, _, name = key.rpartition(".")
@@ -109,12 +128,9 @@ def load_into(module, sd, dtype=None):
         except AttributeError:
             unexpected.extend(names.values())
             continue
-        local = {name: read(sd[key], dtype) for name, key in names.items()}
-        result = target.load_state_dict(local, strict=False)
+        result = target.load_state_dict({name: sd[key] for name, key in names.items()}, strict=False)
         unexpected.extend(names[name] for name in result.unexpected_keys)
-        del local  # before the next module's tensors are read
-    missing = sorted(set(module.state_dict()) - set(sd))
-    return missing, unexpected
+    return unexpected
 
 
 @functools.cache

@@ -81,15 +81,15 @@ def model_patcher_class(disable_dynamic=False):
     return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
 
-def temporal_patcher(temporal_sd, model, disable_dynamic=False):
-    """A ModelPatcher holding the temporal layers, wholly in the base model's weight dtype, computing
-    in its manual-cast dtype."""
+def temporal_patcher(temporal_sd, sites, model, disable_dynamic=False):
+    """A ModelPatcher holding the temporal layers at `sites` (temporal_sites of temporal_sd), wholly
+    in the base model's weight dtype, computing in its manual-cast dtype."""
     base = model.model
     dtype = base.get_dtype()
     operations = comfy.ops.pick_operations(dtype, base.manual_cast_dtype,
                                            fp8_optimizations=base.model_config.optimizations.get("fp8", False))
     offload = comfy.model_management.unet_offload_device()
-    layers = TemporalLayers(temporal_sites(temporal_sd), dtype=dtype, device=offload, operations=operations)
+    layers = TemporalLayers(sites, dtype=dtype, device=offload, operations=operations)
     missing, unexpected = load_into(layers, temporal_sd, dtype)
     if missing or unexpected:
         raise ValueError(f"temporal layers: the weights do not fit the layers derived from them: missing "
@@ -97,10 +97,10 @@ def temporal_patcher(temporal_sd, model, disable_dynamic=False):
     return model_patcher_class(disable_dynamic)(layers, load_device=model.load_device, offload_device=offload)
 
 
-def reload_temporal_patcher(read_temporal, model, disable_dynamic=False):
+def reload_temporal_patcher(read_temporal, sites, model, disable_dynamic=False):
     """The temporal layers' cached_patcher_init: ComfyUI 0.33 builds a non-dynamic delegate, or a copy
     for another GPU, from it; neither may share the weights of a dynamic patcher, so they are read again."""
-    return temporal_patcher(read_temporal(), model, disable_dynamic)
+    return temporal_patcher(read_temporal(), sites, model, disable_dynamic)
 
 
 def _is_dynamic(patcher):
@@ -308,9 +308,9 @@ def attach_temporal(model, temporal_sd, read_temporal=None):
     check_fits(model, sites)
     m = model.clone()
     m.add_object_patch("concat_keys", ())
-    temporal = temporal_patcher(temporal_sd, model)
+    temporal = temporal_patcher(temporal_sd, sites, model)
     if read_temporal is not None:
-        temporal.cached_patcher_init = (reload_temporal_patcher, (read_temporal, model))
+        temporal.cached_patcher_init = (reload_temporal_patcher, (read_temporal, sites, model))
     m.set_additional_models(KEY, [temporal])
     m.set_injections(KEY, [PatcherInjection(inject=_inject, eject=_eject)])
     for layer_type in TEMPORAL_TYPES:
