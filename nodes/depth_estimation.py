@@ -81,9 +81,8 @@ def torch_dtype(dtype, load_device, kind):
 class DepthEstimatorFile(NamedTuple):
     """What MYV Depth Estimator Loader hands on: a depth estimator file, checked (no weight read), and
     where and in which dtype it runs. MYV Estimate Depth reads the weights, runs and lets them go, so
-    they take no memory through sampling (MiDaS: 0.46 GiB in fp32, 1.3 GiB for Video Depth Anything
-    Large); ComfyUI reruns it only when its inputs change, and a read from the OS's file cache takes
-    about a second."""
+    they take no memory through sampling (MiDaS: 0.46 GiB in fp32); ComfyUI reruns it, and so reads
+    them again, only when its inputs change."""
     path: Path
     kind: str  # myv_core.depth_estimation.KINDS
     dtype: torch.dtype
