@@ -369,5 +369,6 @@ def run_all(args, comfyui, checkpoint, midas, clip, flags):
                                    flags, machine_size(args, "fp32", file_size), file_size)
     return {label: ratio for label, ratio in ratios.items() if ratio is not None}
 
+
 if __name__ == "__main__":
     main()
